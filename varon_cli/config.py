@@ -1,0 +1,189 @@
+"""Typed, frozen configuration with TOML layering.
+
+Layers, lowest first: built-in defaults < the `--config` TOML file (or
+`$VARON_CONFIG`) < `VARON_SECTION__KEY` environment variables < command-line
+flags. A bad value fails at start-up naming its key path, never mid-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from varon_cli.errors import ConfigError, VaronError
+from varon_cli.intervals import parse_duration, parse_interval
+
+ENV_PREFIX = "VARON_"
+ENV_CONFIG_FILE = "VARON_CONFIG"
+SECRET_KEY_PATTERN = re.compile(r"(secret|password|passwd|token|private|api_key)", re.I)
+REDACTED = "***"
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        _choice(self.level.lower(), ("debug", "info", "warning", "error"), "log.level")
+        _choice(self.format, ("text", "json"), "log.format")
+
+
+@dataclass(frozen=True)
+class BarsConfig:
+    interval: str = "1m"
+    # How far behind the stream's event time a trade may arrive and still count.
+    lateness: str = "0s"
+    # What to do with a trade later than that: drop (count, warn) or fail.
+    # auto = fail for file input (a research file should be sorted), drop for pipes.
+    late: str = "auto"
+    # First bar after start and last bar at end of input: flag them or skip them.
+    partial: str = "flag"
+
+    def __post_init__(self) -> None:
+        _validated(lambda: parse_interval(self.interval), "bars.interval", self.interval)
+        lateness = _validated(lambda: parse_duration(self.lateness, "lateness"), "bars.lateness", self.lateness)
+        if lateness < 0:
+            raise ConfigError(f"bars.lateness = {self.lateness!r}: must not be negative")
+        _choice(self.late, ("auto", "drop", "fail"), "bars.late")
+        _choice(self.partial, ("flag", "skip"), "bars.partial")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    # Path of the feature spec; empty means the built-in default (configs/features.toml).
+    spec: str = ""
+    # Rows before every feature is defined: flag them (warmup=true, NaN values) or drop them.
+    warmup: str = "flag"
+
+    def __post_init__(self) -> None:
+        _choice(self.warmup, ("flag", "drop"), "features.warmup")
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    # PostgreSQL DSN; empty means the embedded store (Parquet + DuckDB).
+    dsn: str = ""
+
+
+@dataclass(frozen=True)
+class VaronConfig:
+    log: LogConfig = field(default_factory=LogConfig)
+    bars: BarsConfig = field(default_factory=BarsConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    db: DbConfig = field(default_factory=DbConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with every secret replaced, for printing."""
+        return _redact(self.to_dict())
+
+
+def _validated(parse, key: str, value: object):  # noqa: ANN001
+    try:
+        return parse()
+    except ConfigError:
+        raise
+    except VaronError as exc:
+        raise ConfigError(f"{key} = {value!r}: {exc.message}") from None
+
+
+def _redact(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _redact(v, k) for k, v in node.items()}
+    if isinstance(node, str) and node:
+        if SECRET_KEY_PATTERN.search(key):
+            return REDACTED
+        # user:password@host in a DSN, and password=... in a key/value DSN
+        node = re.sub(r"(://[^:/@]+:)[^@]+@", rf"\g<1>{REDACTED}@", node)
+        node = re.sub(r"(password\s*=\s*)\S+", rf"\g<1>{REDACTED}", node, flags=re.I)
+    return node
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path, what: str = "config") -> dict[str, Any]:
+    """Parse a TOML file, turning any failure into a one-line error naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`VARON_BARS__INTERVAL=5m` -> {'bars': {'interval': '5m'}}; values are TOML scalars or strings."""
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a table, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting (known: {', '.join(known)})")
+        default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING else known[key].default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, path)
+        else:
+            if type(value) is not type(default):
+                raise ConfigError(f"{path} = {value!r}: expected a {type(default).__name__}")
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> VaronConfig:
+    """Build the effective config from defaults, file, environment and flag overrides."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    file = path or environ.get(ENV_CONFIG_FILE)
+    if file:
+        data = _merge(data, read_toml(Path(file)))
+    data = _merge(data, env_layer(environ))
+    if overrides:
+        data = _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()})
+    return _build(VaronConfig, data, "")
