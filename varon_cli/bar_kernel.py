@@ -225,16 +225,3 @@ def flush(interval, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p)
     if last == UNSET or g[G_FSET] == 0:
         return 0
     return _close_until(last + 1, interval, n_sym, True, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, 0)
-
-
-@numba.njit(cache=True)
-def first_seen_codes(keys, table, next_code):
-    """Map small integer keys to codes numbered in order of first appearance."""
-    out = np.empty(keys.shape[0], dtype=np.int32)
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        if table[k] < 0:
-            table[k] = next_code
-            next_code += 1
-        out[i] = table[k]
-    return out, next_code

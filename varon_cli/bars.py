@@ -21,6 +21,7 @@ from varon_cli.errors import InputError, UsageError
 from varon_cli.intervals import format_interval, parse_interval
 from varon_cli.runtime import Watermark
 from varon_cli.schemas import BARS, INTERVAL_KEY, StreamKind, TRADES
+from varon_cli.symbols import SymbolTable
 
 log = logging.getLogger("varon.bars")
 
@@ -28,7 +29,6 @@ MAX_BARS_PER_CALL = 50_000_000
 _EMPTY_F = np.empty(0, dtype=np.float64)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_B = np.empty(0, dtype=np.bool_)
-_EMPTY_SYM = np.empty(0, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -65,46 +65,6 @@ def source_interval(kind: StreamKind, metadata: dict[bytes, bytes], target_ns: i
     return src
 
 
-class _SymbolTable:
-    """Stable integer codes for (venue, symbol) pairs, numbered in order of first appearance."""
-
-    def __init__(self) -> None:
-        self.codes: dict[tuple[str, str], int] = {}
-        self.venues: list[str] = []
-        self.symbols: list[str] = []
-
-    def _add(self, key: tuple[str, str]) -> int:
-        code = self.codes.get(key)
-        if code is None:
-            code = self.codes[key] = len(self.venues)
-            self.venues.append(key[0])
-            self.symbols.append(key[1])
-        return code
-
-    def encode(self, venue: pa.Array, symbol: pa.Array, label: str, offset: int) -> tuple[np.ndarray, int]:
-        """Return (codes, 0), or (empty, code) when the whole batch has one key."""
-        for name, arr in (("venue", venue), ("symbol", symbol)):
-            if arr.null_count:
-                row = offset + int(pc.index(pc.is_null(arr), True).as_py())
-                raise InputError(f"{label}: row {row}: field {name} is null")
-        v0, s0 = venue[0].as_py(), symbol[0].as_py()
-        if pc.all(pc.equal(symbol, s0)).as_py() and pc.all(pc.equal(venue, v0)).as_py():
-            return _EMPTY_SYM, self._add((v0, s0))
-        v_enc, s_enc = venue.dictionary_encode(), symbol.dictionary_encode()
-        v_dict, s_dict = v_enc.dictionary.to_pylist(), s_enc.dictionary.to_pylist()
-        keys = v_enc.indices.to_numpy().astype(np.int64) * len(s_dict) + s_enc.indices.to_numpy()
-        local = np.full(len(v_dict) * len(s_dict), -1, dtype=np.int32)
-        first, used = K.first_seen_codes(keys, local, 0)
-        # local code -> key index, in order of first appearance
-        order = np.empty(used, dtype=np.int64)
-        order[local[local >= 0]] = np.flatnonzero(local >= 0)
-        mapping = np.array([self._add((v_dict[i // len(s_dict)], s_dict[i % len(s_dict)])) for i in order], dtype=np.int32)
-        return mapping[first], 0
-
-    def __len__(self) -> int:
-        return len(self.venues)
-
-
 class BarAggregator:
     """Stateful bar builder over a stream of trades or finer bars."""
 
@@ -115,7 +75,7 @@ class BarAggregator:
         self.source = source
         self.label = label
         self.stats = BarStats()
-        self.symbols = _SymbolTable()
+        self.symbols = SymbolTable()
         self._slots = int(settings.lateness_ns // settings.interval_ns) + 2
         self._g = np.zeros(K.G_SIZE, dtype=np.int64)
         self._g[K.G_FIRST_LATE] = -1
@@ -233,8 +193,7 @@ class BarAggregator:
             return
         out_i, out_f, out_p = out
         codes = out_i[1, :count]
-        venues = pa.array(self.symbols.venues, pa.string()).take(codes)
-        symbols = pa.array(self.symbols.symbols, pa.string()).take(codes)
+        venues, symbols = self.symbols.venue_column(codes), self.symbols.symbol_column(codes)
         partial = out_p[:count]
         columns = [
             pa.array(out_i[0, :count]).cast(BARS.schema.field("ts").type),
