@@ -5,8 +5,8 @@ loop with state carried between calls, so a bar computed live equals the bar
 computed later from the recorded trades by construction.
 
 Event time and closing
-    M is the largest event time seen (a trade's ts, a finer bar's end, or an
-    upstream watermark). The frontier F = floor((M - lateness) / interval) is the
+    M is the largest event time seen (a trade's ts, a finer bar's open time, or
+    an upstream watermark). The frontier F = floor((M - lateness) / interval) is the
     first bucket still open: every bucket below F is closed and emitted, for
     every symbol seen so far, empty buckets included (OHLC = previous close).
     A record whose bucket is below F arrived too late and is counted, not used.
@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 UNSET = np.iinfo(np.int64).min
+NEVER = np.iinfo(np.int64).max
 
 # g[] indices
 G_M, G_F, G_FSET, G_LATE, G_FIRST_LATE, G_ERR, G_ERR_ROW = range(7)
@@ -40,7 +41,7 @@ ERR_NONE, ERR_PRICE, ERR_SIZE, ERR_SIDE, ERR_CAPACITY = range(5)
 
 
 @numba.njit(cache=True, inline="always")
-def _emit(s, b, interval, at_flush, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count):
+def _emit(s, b, interval, horizon, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count):
     k = b % slot_i.shape[1]
     if count >= out_i.shape[1]:
         g[G_ERR] = ERR_CAPACITY
@@ -75,20 +76,20 @@ def _emit(s, b, interval, at_flush, g, slot_i, slot_f, sym_i, sym_f, out_i, out_
         partial = False
     if b == sym_i[s, 1] and sym_i[s, 2] > ts0:
         partial = True  # data started after this bar opened
-    if at_flush and ts0 + interval > g[G_M]:
-        partial = True  # input ended before this bar closed
+    if ts0 + interval > horizon:
+        partial = True  # input ended before this bar's end
     out_p[count] = partial
     return count + 1
 
 
 @numba.njit(cache=True)
-def _close_until(f_new, interval, n_sym, at_flush, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count):
+def _close_until(f_new, interval, n_sym, horizon, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count):
     """Emit every bucket below f_new, in bucket order, then symbol order."""
     b = g[G_F]
     while b < f_new:
         for s in range(n_sym):
             if sym_i[s, 0] != 0 and sym_i[s, 1] <= b:
-                count = _emit(s, b, interval, at_flush, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
+                count = _emit(s, b, interval, horizon, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
         b += 1
     g[G_F] = f_new
     return count
@@ -106,7 +107,7 @@ def _advance(m_new, interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, 
         g[G_FSET] = 1
         return count
     if f_new > g[G_F]:
-        count = _close_until(f_new, interval, n_sym, False, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
+        count = _close_until(f_new, interval, n_sym, NEVER, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
     return count
 
 
@@ -119,7 +120,9 @@ def aggregate(
     """Fold records into bars, emitting closed bars; returns the number of rows written.
 
     Trades pass o=h=lo=c=price, v=size, buy=taker-buy flags and empty bv/vwap/n_in/p_in/ev.
-    Finer bars pass every column and ev = ts + their interval. `sym` may be
+    Finer bars pass every column and an empty buy; their open time is their
+    event time (a finer bar's end is only known complete for all symbols when
+    the next one, or a watermark, arrives). `sym` may be
     empty when every record has the symbol code `sym_const`.
     """
     count = 0
@@ -215,8 +218,11 @@ def advance_to(m_new, interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f
 
 
 @numba.njit(cache=True)
-def flush(interval, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p):
-    """End of input: emit every open bucket up to the last one holding data."""
+def flush(interval, covered, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p):
+    """End of input: emit every open bucket up to the last one holding data.
+
+    `covered` is how far past the event time the input is known complete (a
+    finer bar's length; 0 for trades): a bar ending beyond is flagged partial."""
     last = UNSET
     for s in range(n_sym):
         for k in range(slot_i.shape[1]):
@@ -224,4 +230,4 @@ def flush(interval, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p)
                 last = slot_i[s, k, SI_BUCKET]
     if last == UNSET or g[G_FSET] == 0:
         return 0
-    return _close_until(last + 1, interval, n_sym, True, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, 0)
+    return _close_until(last + 1, interval, n_sym, g[G_M] + covered, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, 0)

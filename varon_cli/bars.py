@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from varon_cli import bar_kernel as K
 from varon_cli.errors import InputError, UsageError
-from varon_cli.intervals import format_interval, parse_interval
+from varon_cli.config import BarsConfig
+from varon_cli.intervals import format_interval, parse_duration, parse_interval
 from varon_cli.runtime import Watermark
 from varon_cli.schemas import BARS, INTERVAL_KEY, StreamKind, TRADES
 from varon_cli.symbols import SymbolTable
@@ -42,6 +43,15 @@ class BarSettings:
     @property
     def interval(self) -> str:
         return format_interval(self.interval_ns)
+
+
+    @classmethod
+    def resolve(cls, cfg: BarsConfig, source: StreamKind, metadata: dict[bytes, bytes], from_file: bool, label: str) -> BarSettings:
+        """Settings for one run: config values parsed, `late = auto` decided by where input comes from."""
+        interval = parse_interval(cfg.interval)
+        late = cfg.late if cfg.late != "auto" else ("fail" if from_file else "drop")
+        return cls(interval_ns=interval, lateness_ns=parse_duration(cfg.lateness, "lateness"), late=late,
+                   partial=cfg.partial, source_interval_ns=source_interval(source, metadata, interval, label))
 
 
 @dataclass
@@ -79,6 +89,7 @@ class BarAggregator:
         self._slots = int(settings.lateness_ns // settings.interval_ns) + 2
         self._g = np.zeros(K.G_SIZE, dtype=np.int64)
         self._g[K.G_FIRST_LATE] = -1
+        self._sent_watermark = K.UNSET
         self._cap_symbols = 0
         self._grow(8)
         self.schema = BARS.schema_with({INTERVAL_KEY: settings.interval.encode()})
@@ -116,7 +127,7 @@ class BarAggregator:
         return (self._g, self._slot_i, self._slot_f, self._sym_i, self._sym_f)
 
     # -- stream processor --------------------------------------------------------
-    def push(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    def push(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch | Watermark]:
         n = batch.num_rows
         if n == 0:
             return
@@ -133,26 +144,27 @@ class BarAggregator:
             max_event = int(ts.max())
         else:
             get = lambda name: _float(batch.column(name), name, self.label, offset)  # noqa: E731
-            ev = ts + self.settings.source_interval_ns
             trades = batch.column("trades").fill_null(0).to_numpy().astype(np.int64, copy=False)
             partial = batch.column("partial").fill_null(False).to_numpy(zero_copy_only=False)
-            columns = (ts, ev, sym, sym_const, get("open"), get("high"), get("low"), get("close"), get("volume"),
+            columns = (ts, _EMPTY_I, sym, sym_const, get("open"), get("high"), get("low"), get("close"), get("volume"),
                        get("buy_volume"), get("vwap"), trades, partial, _EMPTY_B)
-            max_event = int(ev.max())
+            max_event = int(ts.max())
         out = self._outputs(self._capacity(max_event, int(ts.min())))
         count = K.aggregate(*columns, interval, self.settings.lateness_ns, len(self.symbols), offset, *self._state(), *out)
         self.stats.records_in += n
         self._check_errors(batch, offset)
         yield from self._emit(out, count)
+        yield from self._progress()
 
-    def advance(self, watermark: Watermark) -> Iterator[pa.RecordBatch]:
+    def advance(self, watermark: Watermark) -> Iterator[pa.RecordBatch | Watermark]:
         out = self._outputs(self._capacity(watermark.ts_ns, watermark.ts_ns))
         count = K.advance_to(watermark.ts_ns, self.settings.interval_ns, self.settings.lateness_ns, len(self.symbols), *self._state(), *out)
         yield from self._emit(out, count)
+        yield from self._progress()
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         out = self._outputs(self._capacity(int(self._g[K.G_M]), int(self._g[K.G_M])))
-        count = K.flush(self.settings.interval_ns, len(self.symbols), *self._state(), *out)
+        count = K.flush(self.settings.interval_ns, self.settings.source_interval_ns, len(self.symbols), *self._state(), *out)
         yield from self._emit(out, count)
         if self.stats.late_dropped:
             log.warning(
@@ -162,6 +174,14 @@ class BarAggregator:
             )
 
     # -- helpers -----------------------------------------------------------
+    def _progress(self) -> Iterator[Watermark]:
+        """Tell downstream how far bars are final: every bar opening before the frontier is out."""
+        if self._g[K.G_FSET]:
+            frontier = int(self._g[K.G_F]) * self.settings.interval_ns
+            if frontier > self._sent_watermark:
+                self._sent_watermark = frontier
+                yield Watermark(frontier)
+
     def _check_errors(self, batch: pa.RecordBatch, offset: int) -> None:
         err = int(self._g[K.G_ERR])
         if err:
@@ -240,4 +260,5 @@ def bars_from_table(table: pa.Table, settings: BarSettings, source: StreamKind =
     agg = BarAggregator(settings, source)
     out = [b for batch in table.to_batches() for b in agg.push(batch)]
     out += list(agg.finish())
+    out = [b for b in out if isinstance(b, pa.RecordBatch)]
     return pa.Table.from_batches(out, schema=agg.schema)

@@ -83,13 +83,16 @@ StreamItem = pa.RecordBatch | Watermark
 
 
 class Processor(Protocol):
-    """A stage: batches and watermarks in, batches out, flushed at the end."""
+    """A stage: batches and watermarks in, batches and watermarks out, flushed at the end.
 
-    def push(self, batch: pa.RecordBatch) -> Iterable[pa.RecordBatch]: ...
+    A stage decides what event-time progress to pass on: one that holds rows back
+    (bars within their lateness) sends its own, smaller watermark."""
 
-    def advance(self, watermark: Watermark) -> Iterable[pa.RecordBatch]: ...
+    def push(self, batch: pa.RecordBatch) -> Iterable[StreamItem]: ...
 
-    def finish(self) -> Iterable[pa.RecordBatch]: ...
+    def advance(self, watermark: Watermark) -> Iterable[StreamItem]: ...
+
+    def finish(self) -> Iterable[StreamItem]: ...
 
 
 class Sink(Protocol):
@@ -102,22 +105,21 @@ def pump(source: Iterable[StreamItem], processor: Processor, sink: Sink) -> None
     """Feed `source` through `processor` into `sink`; on interrupt, flush what was accepted.
 
     Output batches are written as soon as the processor yields them, so a live
-    consumer sees each result when it is ready, not at exit. Watermarks pass
-    through after the batches they released.
+    consumer sees each result when it is ready, not at exit.
     """
+
+    def emit(items: Iterable[StreamItem]) -> None:
+        for out in items:
+            if isinstance(out, Watermark):
+                sink.watermark(out)
+            else:
+                sink.write(out)
+
     try:
         for item in source:
-            if isinstance(item, Watermark):
-                for out in processor.advance(item):
-                    sink.write(out)
-                sink.watermark(item)
-            else:
-                for out in processor.push(item):
-                    sink.write(out)
+            emit(processor.advance(item) if isinstance(item, Watermark) else processor.push(item))
     except Interrupted:
         with critical():
-            for out in processor.finish():
-                sink.write(out)
+            emit(processor.finish())
         raise
-    for out in processor.finish():
-        sink.write(out)
+    emit(processor.finish())

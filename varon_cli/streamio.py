@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from varon_cli.errors import InputError, UsageError
 from varon_cli.runtime import StreamItem, Watermark
 from varon_cli.schemas import KIND_KEY, KINDS, TS, VERSION_KEY, WATERMARK_KEY, StreamKind
-from varon_cli.sinks import open_sink
+from varon_cli.sinks import Sink, open_sink
 
 STDIO = "-"
 IPC_FILE_SUFFIXES = {".arrow", ".ipc", ".feather"}
@@ -264,7 +264,8 @@ def open_input(path: str | None, expect: Sequence[StreamKind], kind: str | None 
     return InputStream(path, expect, kind)
 
 
-def open_output(path: str | None, kind: StreamKind, metadata: dict[bytes, bytes] | None = None, fields: list[pa.Field] | None = None):
-    """Open `path` (or stdout) for a stream of `kind`; extra fields follow the kind's columns."""
-    schema = kind.schema_with(metadata, fields)
+def open_output(path: str | None, schema: pa.Schema) -> Sink:
+    """Open `path` (or stdout) for a stream with `schema` (a kind's `schema_with(...)`)."""
+    if KIND_KEY not in (schema.metadata or {}):
+        raise AssertionError("output schema lacks varon.kind")
     return open_sink(path, schema)

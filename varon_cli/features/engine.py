@@ -124,8 +124,8 @@ class FeatureEngine:
         if out.num_rows:
             yield out
 
-    def advance(self, watermark: Watermark) -> Iterator[pa.RecordBatch]:
-        return iter(())
+    def advance(self, watermark: Watermark) -> Iterator[Watermark]:
+        yield watermark  # features hold nothing back: pass event time on
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         return iter(())

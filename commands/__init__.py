@@ -1,0 +1,1 @@
+"""The `varon` command line: one thin module per command."""
