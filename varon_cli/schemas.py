@@ -180,3 +180,33 @@ def kind_by_name(name: str) -> StreamKind:
         return KINDS[name]
     except KeyError:
         raise UsageError(f"unknown stream kind {name!r}; known kinds: {', '.join(KINDS)}") from None
+
+
+def contract_markdown() -> str:
+    """The stream contract as Markdown; docs/streams.md is this text (a test keeps them equal)."""
+    lines = [
+        "# Streams (the contract between varon commands)",
+        "",
+        "Generated from `varon_cli/schemas.py` by `python -m varon_cli.schemas > docs/streams.md`.",
+        "Every stream carries `varon.kind` and `varon.version` in its Arrow schema metadata;",
+        "a command fed the wrong kind stops with a one-line error naming both kinds.",
+        "Timestamps are `timestamp[ns, tz=UTC]`; prices and sizes float64 (venue rounding happens at execution).",
+        "Readers also accept dictionary-encoded strings, other timestamp units, and plain files when `--kind` names them.",
+        "Event-time progress travels as a zero-row batch whose custom metadata holds `varon.watermark` (ns since epoch).",
+        "",
+        "Deviations from ../shared/DESIGN.md: `bars` adds `partial` (bool); `features` adds `warmup` (bool);",
+        "`trade_id` is a string (venues use integers and UUIDs).",
+        "",
+    ]
+    for kind in KINDS.values():
+        lines += [f"## {kind.name} (version {kind.version})", "", kind.doc, "", "| column | type | meaning |", "| --- | --- | --- |"]
+        for f in kind.schema:
+            lines.append(f"| {f.name} | {f.type} | {kind.descriptions[f.name]} |")
+        if kind.extra_columns:
+            lines.append("| … | float64 | further columns allowed (one per feature) |" if kind.name == "features" else "| … | | further columns allowed |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(contract_markdown(), end="")
