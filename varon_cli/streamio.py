@@ -10,6 +10,7 @@ writers stamp the kind and write each batch as soon as it is produced.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+from rich.console import Console
 
 from varon_cli.errors import InputError, UsageError
 from varon_cli.runtime import StreamItem, Watermark
@@ -29,6 +31,7 @@ from varon_cli.sinks import Sink, open_sink
 STDIO = "-"
 IPC_FILE_SUFFIXES = {".arrow", ".ipc", ".feather"}
 READ_BATCH_ROWS = 1 << 20
+PROGRESS_MIN_ROWS = 5_000_000
 
 
 def describe(path: str | None) -> str:
@@ -63,6 +66,7 @@ class InputStream:
         self.kind: StreamKind
         self.metadata: dict[bytes, bytes] = {}
         self.rows_read = 0
+        self.total_rows: int | None = None  # known for files; drives the progress bar
         self.is_file = path not in (None, STDIO)
 
     # -- opening ---------------------------------------------------------
@@ -110,11 +114,13 @@ class InputStream:
             pf = pq.ParquetFile(path)
             self._closers.append(pf.close)
             self.schema = pf.schema_arrow
+            self.total_rows = pf.metadata.num_rows
             return self._iter_parquet(pf)
         dataset = ds.dataset(path, format="parquet", partitioning="hive")
         if not dataset.files:
             raise InputError(f"{path}: dataset directory holds no Parquet files")
         self.schema = dataset.schema
+        self.total_rows = dataset.count_rows()
         return self._iter_dataset(dataset)
 
     def _check_kind(self) -> StreamKind:
@@ -143,14 +149,16 @@ class InputStream:
     # -- iteration ---------------------------------------------------------
     def __iter__(self) -> Iterator[StreamItem]:
         assert self._items is not None, "use InputStream as a context manager"
-        try:
-            for item in self._items:
-                if isinstance(item, pa.RecordBatch):
-                    item = conform(item, self.kind, self.label, self.rows_read)
-                    self.rows_read += item.num_rows
-                yield item
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            raise InputError(f"{self.label}: input is malformed or truncated after {self.rows_read} rows: {_arrow_message(exc)}") from None
+        with _progress(self.label, self.total_rows) as advance:
+            try:
+                for item in self._items:
+                    if isinstance(item, pa.RecordBatch):
+                        item = conform(item, self.kind, self.label, self.rows_read)
+                        self.rows_read += item.num_rows
+                        advance(item.num_rows)
+                    yield item
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+                raise InputError(f"{self.label}: input is malformed or truncated after {self.rows_read} rows: {_arrow_message(exc)}") from None
 
     def _iter_ipc_stream(self, reader: ipc.RecordBatchStreamReader) -> Iterator[StreamItem]:
         while True:
@@ -182,6 +190,20 @@ class InputStream:
         if not batches:
             return self.kind.schema.empty_table()
         return pa.Table.from_batches(batches)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None) -> Iterator:
+    """A progress bar on stderr for a large file read by a person at a terminal; silent otherwise."""
+    if not total or total < PROGRESS_MIN_ROWS or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"reading {label}", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _split_watermark(batch: pa.RecordBatch, custom: object) -> Iterator[StreamItem]:
