@@ -143,7 +143,7 @@ class FeatureEngine:
             ok &= np.isfinite(values)
             if not ok.all():
                 row = int(np.argmin(ok))
-                raise InputError(f"{self.label}: row {offset + row}: field {name} is {values[row]!r}: "
+                raise InputError(f"{self.label}: row {offset + row}: field {name} is {float(values[row])!r}: "
                                  f"must be {'non-negative' if name == 'volume' else 'positive'} and finite")
             cols[name] = values
         return cols

@@ -17,6 +17,7 @@ from typing import Any
 
 from varon_cli.config import read_toml
 from varon_cli.errors import ConfigError
+from varon_cli.schemas import FEATURES
 
 SPEC_VERSION = 1
 
@@ -111,7 +112,7 @@ def _parse_def(entry: Any, index: int, source: str) -> FeatureDef:
         raise ConfigError(f"{where}: fast = {params['fast']} must be below slow = {params['slow']}")
     if kind in ("bollinger_pctb", "volume_zscore", "realized_vol") and params["period"] < 2:
         raise ConfigError(f"{where}: period must be at least 2")
-    name = entry.get("name") or info.default_name.format(**params)
+    name = entry.get("name", info.default_name.format(**params))
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}: name = {name!r}: use letters, digits and underscores")
     return FeatureDef(name=name, kind=kind, params=params)
@@ -125,11 +126,13 @@ def parse_spec(data: dict[str, Any], source: str) -> FeatureSpec:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: no [[feature]] tables")
     defs = tuple(_parse_def(e, i, source) for i, e in enumerate(entries))
-    seen: set[str] = set()
-    for col in (c for d in defs for c in d.columns):
-        if col in seen:
-            raise ConfigError(f"{source}: feature column {col!r} is defined twice; give one a different name")
-        seen.add(col)
+    seen: set[str] = set(FEATURES.column_names)
+    for index, d in enumerate(defs):
+        for col in d.columns:
+            if col in seen:
+                what = "a bars column" if col in FEATURES.column_names else "defined twice"
+                raise ConfigError(f"{source}: feature[{index}]: column {col!r} is {what}; give the feature another name")
+            seen.add(col)
     return FeatureSpec(defs, source)
 
 
@@ -145,5 +148,10 @@ def load_spec(path: str | Path | None = None) -> FeatureSpec:
 
 def spec_from_json(text: str) -> FeatureSpec:
     """Rebuild a spec from the canonical JSON stored in a stream's metadata."""
-    data = json.loads(text)
-    return FeatureSpec(tuple(FeatureDef(d["name"], d["kind"], d["params"]) for d in data["features"]), "stream metadata")
+    try:
+        data = json.loads(text)
+        entries = [{"kind": d["kind"], "name": d["name"], **d["params"]} for d in data["features"]]
+        version = data["version"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"stream metadata: varon.feature_spec is not a feature spec ({exc})") from None
+    return parse_spec({"version": version, "feature": entries}, "stream metadata")
