@@ -107,8 +107,8 @@ def _redact(node: Any, key: str = "") -> Any:
         if SECRET_KEY_PATTERN.search(key):
             return REDACTED
         # user:password@host in a DSN, and password=... in a key/value DSN
-        node = re.sub(r"(://[^:/@]+:)[^@]+@", rf"\g<1>{REDACTED}@", node)
-        node = re.sub(r"(password\s*=\s*)\S+", rf"\g<1>{REDACTED}", node, flags=re.I)
+        node = re.sub(r"(://[^:/@]*:)[^@]+@", rf"\g<1>{REDACTED}@", node)
+        node = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", rf"\g<1>{REDACTED}", node, flags=re.I)
     return node
 
 
@@ -149,6 +149,10 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another VARON_ variable that sets {'.'.join(path[:-1])} to a value")
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"{name}: conflicts with VARON_ variables that set keys below {'.'.join(path)}")
         node[path[-1]] = value
     return layer
 
@@ -166,6 +170,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, path)
         else:
+            if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # lateness = 0, VARON_BARS__LATENESS=0
             if type(value) is not type(default):
                 raise ConfigError(f"{path} = {value!r}: expected a {type(default).__name__}")
             kwargs[key] = value

@@ -218,6 +218,11 @@ class DatasetSink(Sink):
 
     def commit(self) -> None:
         table = pa.Table.from_batches(self._batches, schema=self.schema)
+        if table.num_rows == 0:  # keep the schema (and kind) even with no rows
+            self.tmp_path.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, self.tmp_path / "part-0.parquet", compression="zstd")
+            self._replace()
+            return
         keys = [k for k in ("venue", "symbol") if k in table.column_names]
         if "ts" in table.column_names:
             table = table.append_column("date", pc.strftime(table["ts"], format="%Y-%m-%d"))
@@ -230,6 +235,9 @@ class DatasetSink(Sink):
             file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
             existing_data_behavior="overwrite_or_ignore",
         )
+        self._replace()
+
+    def _replace(self) -> None:
         if self.path.exists():
             self.path.rmdir()
         os.replace(self.tmp_path, self.path)

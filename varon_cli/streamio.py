@@ -180,6 +180,8 @@ class InputStream:
         # A hive dataset is laid out by symbol and date, not by time: read it in
         # event-time order so a multi-symbol dataset is one time-ordered stream.
         table = dataset.to_table()
+        if "date" in table.column_names and "date" not in self.kind.column_names:
+            table = table.drop_columns(["date"])  # a partition key the sink derived from ts
         if "ts" in table.column_names and table.num_rows:
             table = table.take(pc.sort_indices(table, [("ts", "ascending")]))
         yield from table.to_batches(max_chunksize=READ_BATCH_ROWS)
