@@ -40,6 +40,7 @@ def bars(
         with open_input(input, expect=(TRADES, BARS), kind=kind) as src:
             settings = BarSettings.resolve(cfg.bars, src.kind, src.metadata, src.is_file, src.label)
             aggregator = BarAggregator(settings, src.kind, src.label)
+            src.project(BarAggregator.input_columns(src.kind))
             with open_output(output, aggregator.schema) as dst:
                 pump(src, aggregator, dst)
         stats = aggregator.stats

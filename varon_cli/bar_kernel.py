@@ -128,6 +128,11 @@ def aggregate(
     count = 0
     n = ts.shape[0]
     is_trades = buy.shape[0] == n and n > 0
+    # M and F live in locals on the hot path; g[] is synced around the rare
+    # calls that close bars.
+    m = g[G_M]
+    f = g[G_F]
+    fset = g[G_FSET] != 0
     for i in range(n):
         t = ts[i]
         price = c[i]
@@ -135,21 +140,30 @@ def aggregate(
         if not (price > 0.0 and price < np.inf):
             g[G_ERR] = ERR_PRICE
             g[G_ERR_ROW] = row_offset + i
+            g[G_M] = m
             return count
         if not (size >= 0.0 and size < np.inf):
             g[G_ERR] = ERR_SIZE
             g[G_ERR_ROW] = row_offset + i
+            g[G_M] = m
             return count
         b = t // interval
-        if g[G_FSET] != 0 and b < g[G_F]:
+        if fset and b < f:
             if g[G_LATE] == 0:
                 g[G_FIRST_LATE] = row_offset + i
             g[G_LATE] += 1
             continue
-        if g[G_FSET] == 0 or t > g[G_M]:
-            count = _advance(t, interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
-            if g[G_ERR] != 0:
-                return count
+        if not fset or t > m:
+            if fset and (t - lateness) // interval <= f:
+                m = t  # time moved on but no bar closes: the common case
+            else:
+                g[G_M] = m
+                count = _advance(t, interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
+                m = g[G_M]
+                f = g[G_F]
+                fset = True
+                if g[G_ERR] != 0:
+                    return count
         s = sym_const if sym.shape[0] == 0 else sym[i]
         if sym_i[s, 0] == 0:
             sym_i[s, 0] = 1
@@ -204,10 +218,14 @@ def aggregate(
             slot_f[s, k, SF_PV] += pv
             slot_i[s, k, SI_N] += cnt
             slot_i[s, k, SI_PARTIAL] |= part
-        if ev.shape[0] == n and ev[i] > g[G_M]:
+        if ev.shape[0] == n and ev[i] > m:
+            g[G_M] = m
             count = _advance(ev[i], interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
+            m = g[G_M]
+            f = g[G_F]
             if g[G_ERR] != 0:
                 return count
+    g[G_M] = m
     return count
 
 

@@ -78,6 +78,13 @@ def source_interval(kind: StreamKind, metadata: dict[bytes, bytes], target_ns: i
 class BarAggregator:
     """Stateful bar builder over a stream of trades or finer bars."""
 
+    @staticmethod
+    def input_columns(source: StreamKind) -> list[str]:
+        """The columns bars reads; a file reader can skip the rest."""
+        if source is TRADES:
+            return ["ts", "venue", "symbol", "price", "size", "side"]
+        return [c for c in BARS.column_names]
+
     def __init__(self, settings: BarSettings, source: StreamKind = TRADES, label: str = "input") -> None:
         if settings.lateness_ns < 0:
             raise UsageError("lateness must not be negative")
@@ -245,9 +252,13 @@ def _float(arr: pa.Array, name: str, label: str, offset: int) -> np.ndarray:
     return arr.to_numpy()
 
 
+_BUY = pa.scalar("buy", pa.string())
+_SELL = pa.scalar("sell", pa.string())
+
+
 def _taker_buy(side: pa.Array, label: str, offset: int) -> np.ndarray:
-    buy = pc.equal(side, "buy")
-    valid = pc.or_(buy, pc.equal(side, "sell"))
+    buy = pc.equal(side, _BUY)
+    valid = pc.or_(buy, pc.equal(side, _SELL))
     if side.null_count or not pc.all(valid).as_py():
         bad = pc.invert(pc.fill_null(valid, False))
         row = int(pc.index(bad, True).as_py())

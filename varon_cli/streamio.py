@@ -67,6 +67,7 @@ class InputStream:
         self.metadata: dict[bytes, bytes] = {}
         self.rows_read = 0
         self.total_rows: int | None = None  # known for files; drives the progress bar
+        self._columns: list[str] | None = None
         self.is_file = path not in (None, STDIO)
 
     # -- opening ---------------------------------------------------------
@@ -146,6 +147,12 @@ class InputStream:
             raise InputError(f"{self.label}: {kind.name} stream lacks column(s) {', '.join(missing)}")
         return kind
 
+    def project(self, columns: Sequence[str]) -> None:
+        """Read only `columns` from a columnar file (Parquet, dataset); the rest get their defaults.
+
+        Call after opening and before iterating; streams ignore it."""
+        self._columns = [c for c in columns if c in self.schema.names]
+
     # -- iteration ---------------------------------------------------------
     def __iter__(self) -> Iterator[StreamItem]:
         assert self._items is not None, "use InputStream as a context manager"
@@ -174,12 +181,12 @@ class InputStream:
             yield from _split_watermark(item.batch, item.custom_metadata)
 
     def _iter_parquet(self, pf: pq.ParquetFile) -> Iterator[StreamItem]:
-        yield from pf.iter_batches(batch_size=READ_BATCH_ROWS)
+        yield from pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=self._columns)
 
     def _iter_dataset(self, dataset: ds.Dataset) -> Iterator[StreamItem]:
         # A hive dataset is laid out by symbol and date, not by time: read it in
         # event-time order so a multi-symbol dataset is one time-ordered stream.
-        table = dataset.to_table()
+        table = dataset.to_table(columns=self._columns)
         if "date" in table.column_names and "date" not in self.kind.column_names:
             table = table.drop_columns(["date"])  # a partition key the sink derived from ts
         if "ts" in table.column_names and table.num_rows:

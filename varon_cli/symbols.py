@@ -51,9 +51,9 @@ class SymbolTable:
             if arr.null_count:
                 row = offset + int(pc.index(pc.is_null(arr), True).as_py())
                 raise InputError(f"{label}: row {row}: field {name} is null")
-        v0, s0 = venue[0].as_py(), symbol[0].as_py()
-        if pc.all(pc.equal(symbol, s0)).as_py() and pc.all(pc.equal(venue, v0)).as_py():
-            return EMPTY_CODES, self.add(v0, s0)
+        v0, s0 = venue[0], symbol[0]
+        if len(symbol) == 1 or (pc.all(pc.equal(symbol, s0)).as_py() and pc.all(pc.equal(venue, v0)).as_py()):
+            return EMPTY_CODES, self.add(v0.as_py(), s0.as_py())
         v_enc, s_enc = venue.dictionary_encode(), symbol.dictionary_encode()
         v_dict, s_dict = v_enc.dictionary.to_pylist(), s_enc.dictionary.to_pylist()
         width = len(s_dict)

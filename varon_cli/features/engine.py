@@ -135,10 +135,10 @@ class FeatureEngine:
         cols: Columns = {"ts": batch.column("ts").cast(pa.int64()).to_numpy()}
         for name in self.INPUTS:
             arr = batch.column(name)
+            values = (arr.fill_null(float("nan")) if arr.null_count else arr).to_numpy(zero_copy_only=False)
             if name in ("buy_volume", "vwap"):
-                cols[name] = arr.fill_null(float("nan")).to_numpy(zero_copy_only=False)
+                cols[name] = values
                 continue
-            values = arr.fill_null(float("nan")).to_numpy(zero_copy_only=False)
             ok = values >= 0 if name == "volume" else values > 0
             ok &= np.isfinite(values)
             if not ok.all():

@@ -167,14 +167,20 @@ def _ring_push(state, x, period):
 @numba.njit(cache=True, inline="always")
 def _ring_mean_std(state, period):
     """Mean and population standard deviation of the ring, oldest value first."""
-    start = int(state[1])
+    start = 2 + int(state[1])
+    end = 2 + period
     total = 0.0
-    for j in range(period):
-        total += state[2 + (start + j) % period]
+    for j in range(start, end):
+        total += state[j]
+    for j in range(2, start):
+        total += state[j]
     mean = total / period
     acc = 0.0
-    for j in range(period):
-        d = state[2 + (start + j) % period] - mean
+    for j in range(start, end):
+        d = state[j] - mean
+        acc += d * d
+    for j in range(2, start):
+        d = state[j] - mean
         acc += d * d
     return mean, math.sqrt(acc / period)
 
