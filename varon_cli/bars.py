@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +23,7 @@ from varon_cli.config import BarsConfig
 from varon_cli.intervals import format_interval, parse_duration, parse_interval
 from varon_cli.runtime import Watermark
 from varon_cli.schemas import BARS, INTERVAL_KEY, StreamKind, TRADES
-from varon_cli.symbols import SymbolTable
+from varon_cli.symbols import SymbolTable, string_buffers
 
 log = logging.getLogger("varon.bars")
 
@@ -256,7 +257,27 @@ _BUY = pa.scalar("buy", pa.string())
 _SELL = pa.scalar("sell", pa.string())
 
 
+@numba.njit(cache=True)
+def _scan_sides(offsets, data, out):
+    """Taker-buy flags from 'buy'/'sell' strings in one pass; returns the first bad row or -1."""
+    for i in range(out.shape[0]):
+        start = offsets[i]
+        length = offsets[i + 1] - start
+        if length == 3 and data[start] == 98 and data[start + 1] == 117 and data[start + 2] == 121:  # buy
+            out[i] = True
+        elif length == 4 and data[start] == 115 and data[start + 1] == 101 and data[start + 2] == 108 and data[start + 3] == 108:  # sell
+            out[i] = False
+        else:
+            return i
+    return -1
+
+
 def _taker_buy(side: pa.Array, label: str, offset: int) -> np.ndarray:
+    if pa.types.is_string(side.type) and not side.null_count:
+        buy = np.empty(len(side), dtype=np.bool_)
+        bad = _scan_sides(*string_buffers(side), buy)
+        if bad < 0:
+            return buy
     buy = pc.equal(side, _BUY)
     valid = pc.or_(buy, pc.equal(side, _SELL))
     if side.null_count or not pc.all(valid).as_py():

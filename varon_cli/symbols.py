@@ -25,6 +25,38 @@ def _first_seen_codes(keys, table, next_code):
     return out, next_code
 
 
+@numba.njit(cache=True)
+def _all_equal_first(offsets, data):
+    """True when every string of an Arrow string array (offsets, data) equals the first."""
+    n = offsets.shape[0] - 1
+    start0 = offsets[0]
+    length0 = offsets[1] - start0
+    for i in range(1, n):
+        start = offsets[i]
+        if offsets[i + 1] - start != length0:
+            return False
+        for j in range(length0):
+            if data[start + j] != data[start0 + j]:
+                return False
+    return True
+
+
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-copy numpy views of a string array's offsets and bytes (no nulls assumed)."""
+    _, offsets, data = arr.buffers()
+    offs = np.frombuffer(offsets, dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    return offs, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, dtype=np.uint8))
+
+
+def is_constant(arr: pa.Array) -> bool:
+    """Whether a string array holds one value only, by a byte scan (no per-call allocation)."""
+    if len(arr) <= 1:
+        return True
+    if pa.types.is_string(arr.type):
+        return bool(_all_equal_first(*string_buffers(arr)))
+    return bool(pc.all(pc.equal(arr, arr[0])).as_py())
+
+
 class SymbolTable:
     """Codes for (venue, symbol) pairs, numbered in order of first appearance in the stream.
 
@@ -51,9 +83,8 @@ class SymbolTable:
             if arr.null_count:
                 row = offset + int(pc.index(pc.is_null(arr), True).as_py())
                 raise InputError(f"{label}: row {row}: field {name} is null")
-        v0, s0 = venue[0], symbol[0]
-        if len(symbol) == 1 or (pc.all(pc.equal(symbol, s0)).as_py() and pc.all(pc.equal(venue, v0)).as_py()):
-            return EMPTY_CODES, self.add(v0.as_py(), s0.as_py())
+        if is_constant(symbol) and is_constant(venue):
+            return EMPTY_CODES, self.add(venue[0].as_py(), symbol[0].as_py())
         v_enc, s_enc = venue.dictionary_encode(), symbol.dictionary_encode()
         v_dict, s_dict = v_enc.dictionary.to_pylist(), s_enc.dictionary.to_pylist()
         width = len(s_dict)
