@@ -27,6 +27,7 @@ from commands.main import app
 from varon_cli.bars import BarSettings, bars_from_table
 from varon_cli.config import VaronConfig
 from varon_cli.schemas import BARS
+from helpers import assert_same_table
 
 REPO = Path(__file__).resolve().parents[1]
 TRADES_FILE = REPO / "data" / "sample" / "btcusdt-trades.parquet"
@@ -56,19 +57,6 @@ def popen(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> sub
 
 def err_lines(stderr: bytes) -> list[str]:
     return [line for line in stderr.decode().splitlines() if line.strip()]
-
-
-def assert_same_table(a: pa.Table, b: pa.Table, check_metadata: bool = True) -> None:
-    """Equality that treats NaN == NaN and ignores chunking."""
-    assert a.schema.equals(b.schema, check_metadata=check_metadata), f"\n{a.schema}\n!=\n{b.schema}"
-    assert a.num_rows == b.num_rows
-    for name in a.column_names:
-        x, y = a[name].combine_chunks(), b[name].combine_chunks()
-        if pa.types.is_floating(x.type):
-            assert pc.is_null(x).equals(pc.is_null(y)), name
-            np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False), err_msg=name)
-        else:
-            assert x.equals(y), name
 
 
 def no_traceback(stderr: bytes) -> None:

@@ -17,6 +17,7 @@ from varon_cli.errors import InputError, UsageError
 from varon_cli.runtime import Interrupted, Watermark
 from varon_cli.schemas import BARS, FEATURES, INTERVAL_KEY, KIND_KEY, TRADES, TS, VERSION_KEY
 from varon_cli.streamio import open_input, open_output
+from helpers import assert_same_table
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_BARS = REPO / "data" / "sample" / "btc-eth-5m.parquet"
@@ -38,19 +39,6 @@ def trades_table() -> pa.Table:
 
 def bars_schema() -> pa.Schema:
     return BARS.schema_with({INTERVAL_KEY: b"5m"})
-
-
-def assert_same_table(a: pa.Table, b: pa.Table, check_metadata: bool = True) -> None:
-    """Equality that treats NaN == NaN (Arrow's `equals` does not) and ignores chunking."""
-    assert a.schema.equals(b.schema, check_metadata=check_metadata), f"\n{a.schema}\n!=\n{b.schema}"
-    assert a.num_rows == b.num_rows
-    for name in a.column_names:
-        x, y = a[name].combine_chunks(), b[name].combine_chunks()
-        if pa.types.is_floating(x.type):
-            assert pc.is_null(x).equals(pc.is_null(y)), name
-            np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False), err_msg=name)
-        else:
-            assert x.equals(y), name
 
 
 def write_all(path: Path, table: pa.Table, chunk: int = 5000) -> None:

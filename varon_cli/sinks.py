@@ -7,6 +7,7 @@ name. An interrupted run (SIGINT/SIGTERM) still commits what it accepted.
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import sys
@@ -26,7 +27,7 @@ from varon_cli.schemas import WATERMARK_KEY
 PARQUET_ROW_GROUP = 1 << 20
 
 
-class Sink:
+class Sink(abc.ABC):
     """Base sink: casts batches to the output schema and commits or discards on exit."""
 
     def __init__(self, schema: pa.Schema) -> None:
@@ -47,8 +48,9 @@ class Sink:
     def watermark(self, watermark: Watermark) -> None:
         """Pass event-time progress downstream (only streams carry it)."""
 
+    @abc.abstractmethod
     def _write(self, batch: pa.RecordBatch) -> None:
-        raise NotImplementedError
+        """Write one batch (called with signals deferred)."""
 
     def commit(self) -> None:
         """Make the output final."""
@@ -145,8 +147,9 @@ class _AtomicFileSink(Sink):
         finally:
             self.tmp_path.unlink(missing_ok=True)
 
+    @abc.abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Finish the temporary file so it can be renamed."""
 
 
 class IpcFileSink(_AtomicFileSink):
