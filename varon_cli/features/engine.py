@@ -31,10 +31,10 @@ def _state_size(f: FeatureDef) -> int:
         "ema_ratio": lambda: 3,
         "macd": lambda: 8,
         "rsi": lambda: 4,
-        "bollinger_pctb": lambda: 2 + p.get("period", 0),
+        "bollinger_pctb": lambda: K.RING_HEADER + p.get("period", 0),
         "natr": lambda: 4,
-        "realized_vol": lambda: 4 + p.get("period", 0),
-        "volume_zscore": lambda: 2 + p.get("period", 0),
+        "realized_vol": lambda: 2 + K.RING_HEADER + p.get("period", 0),
+        "volume_zscore": lambda: K.RING_HEADER + p.get("period", 0),
     }.get(f.kind, lambda: 0)()
 
 

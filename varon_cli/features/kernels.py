@@ -7,9 +7,9 @@ batch and incremental values are identical to the bit.
 
 The seeding of EMA, MACD, RSI (Wilder) and ATR follows TA-Lib's published
 algorithms (SMA seed, the same update expressions), so values agree with it
-after warm-up. Rolling mean and deviation are recomputed from a ring buffer each
-bar rather than kept as running sums: running sums drift over months of live
-data; a ring recompute does not. A NaN output means "not enough bars yet".
+after warm-up. Rolling mean and deviation keep O(1) sums relative to an anchor and are
+recomputed exactly from the window every `period` bars, so they cannot drift
+over months of live data the way TA-Lib's plain running sums can. A NaN output means "not enough bars yet".
 """
 
 from __future__ import annotations
@@ -153,36 +153,53 @@ def natr(state, high, low, close, period, out):
         out[i] = state[3] / close[i]
 
 
+RING_HEADER = 6  # count, pos, anchor, sum(x - anchor), sum((x - anchor)^2), pushes since resync
+
+
 @numba.njit(cache=True, inline="always")
 def _ring_push(state, x, period):
-    """state = [count, pos, ring[0..period)]; returns True once the ring is full."""
+    """Push x into the window; returns True once the window is full.
+
+    state = [count, pos, anchor, s1, s2, since_resync, ring[0..period)]. The sums
+    are kept relative to an anchor near the data (no cancellation for prices far
+    from zero) and recomputed exactly from the ring every `period` pushes, so
+    rounding cannot drift over a long live run; updates are O(1) in between."""
     pos = int(state[1])
-    state[2 + pos] = x
-    state[1] = (pos + 1) % period
-    if state[0] < period:
+    slot = RING_HEADER + pos
+    anchor = state[2]
+    if state[0] >= period:
+        d_old = state[slot] - anchor
+        state[3] -= d_old
+        state[4] -= d_old * d_old
+    else:
         state[0] += 1
+    state[slot] = x
+    d = x - anchor
+    state[3] += d
+    state[4] += d * d
+    state[1] = (pos + 1) % period
+    state[5] += 1
+    if state[5] >= period:  # exact resync around the newest value
+        state[5] = 0
+        anchor = x
+        state[2] = anchor
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(RING_HEADER, RING_HEADER + int(state[0])):
+            dj = state[j] - anchor
+            s1 += dj
+            s2 += dj * dj
+        state[3] = s1
+        state[4] = s2
     return state[0] >= period
 
 
 @numba.njit(cache=True, inline="always")
 def _ring_mean_std(state, period):
-    """Mean and population standard deviation of the ring, oldest value first."""
-    start = 2 + int(state[1])
-    end = 2 + period
-    total = 0.0
-    for j in range(start, end):
-        total += state[j]
-    for j in range(2, start):
-        total += state[j]
-    mean = total / period
-    acc = 0.0
-    for j in range(start, end):
-        d = state[j] - mean
-        acc += d * d
-    for j in range(2, start):
-        d = state[j] - mean
-        acc += d * d
-    return mean, math.sqrt(acc / period)
+    """Mean and population standard deviation of the full window."""
+    m1 = state[3] / period
+    var = state[4] / period - m1 * m1
+    return state[2] + m1, math.sqrt(var) if var > 0.0 else 0.0
 
 
 @numba.njit(cache=True)
@@ -211,7 +228,7 @@ def zscore(state, x, period, out):
 @numba.njit(cache=True)
 def realized_vol(state, close, period, out):
     """Population std of the last `period` one-bar log returns.
-    state = [has_prev, prev_close, count, pos, ring...]."""
+    state = [has_prev, prev_close, window state...]."""
     ring = state[2:]
     for i in range(close.shape[0]):
         x = close[i]
