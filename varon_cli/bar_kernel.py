@@ -113,13 +113,13 @@ def _advance(m_new, interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, 
 
 @numba.njit(cache=True)
 def aggregate(
-    ts, ev, sym, sym_const, o, h, lo, c, v, bv, vwap, n_in, p_in, buy,
+    ts, sym, sym_const, o, h, lo, c, v, bv, vwap, n_in, p_in, buy,
     interval, lateness, n_sym, row_offset,
     g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p,
 ):
     """Fold records into bars, emitting closed bars; returns the number of rows written.
 
-    Trades pass o=h=lo=c=price, v=size, buy=taker-buy flags and empty bv/vwap/n_in/p_in/ev.
+    Trades pass o=h=lo=c=price, v=size, buy=taker-buy flags and empty bv/vwap/n_in/p_in.
     Finer bars pass every column and an empty buy; their open time is their
     event time (a finer bar's end is only known complete for all symbols when
     the next one, or a watermark, arrives). `sym` may be
@@ -218,13 +218,6 @@ def aggregate(
             slot_f[s, k, SF_PV] += pv
             slot_i[s, k, SI_N] += cnt
             slot_i[s, k, SI_PARTIAL] |= part
-        if ev.shape[0] == n and ev[i] > m:
-            g[G_M] = m
-            count = _advance(ev[i], interval, lateness, n_sym, g, slot_i, slot_f, sym_i, sym_f, out_i, out_f, out_p, count)
-            m = g[G_M]
-            f = g[G_F]
-            if g[G_ERR] != 0:
-                return count
     g[G_M] = m
     return count
 

@@ -143,22 +143,19 @@ class BarAggregator:
         sym, sym_const = self.symbols.encode(batch.column("venue"), batch.column("symbol"), self.label, offset)
         self._grow(len(self.symbols))
         ts = _ts_ns(batch.column("ts"))
-        interval = self.settings.interval_ns
         if self.source is TRADES:
             price = _float(batch.column("price"), "price", self.label, offset)
             size = _float(batch.column("size"), "size", self.label, offset)
             buy = _taker_buy(batch.column("side"), self.label, offset)
-            columns = (ts, _EMPTY_I, sym, sym_const, price, price, price, price, size, _EMPTY_F, _EMPTY_F, _EMPTY_I, _EMPTY_B, buy)
-            max_event = int(ts.max())
+            columns = (ts, sym, sym_const, price, price, price, price, size, _EMPTY_F, _EMPTY_F, _EMPTY_I, _EMPTY_B, buy)
         else:
             get = lambda name: _float(batch.column(name), name, self.label, offset)  # noqa: E731
             trades = batch.column("trades").fill_null(0).to_numpy().astype(np.int64, copy=False)
             partial = batch.column("partial").fill_null(False).to_numpy(zero_copy_only=False)
-            columns = (ts, _EMPTY_I, sym, sym_const, get("open"), get("high"), get("low"), get("close"), get("volume"),
+            columns = (ts, sym, sym_const, get("open"), get("high"), get("low"), get("close"), get("volume"),
                        get("buy_volume"), get("vwap"), trades, partial, _EMPTY_B)
-            max_event = int(ts.max())
-        out = self._outputs(self._capacity(max_event, int(ts.min())))
-        count = K.aggregate(*columns, interval, self.settings.lateness_ns, len(self.symbols), offset, *self._state(), *out)
+        out = self._outputs(self._capacity(int(ts.max()), int(ts.min())))
+        count = K.aggregate(*columns, self.settings.interval_ns, self.settings.lateness_ns, len(self.symbols), offset, *self._state(), *out)
         self.stats.records_in += n
         self._check_errors(batch, offset)
         yield from self._emit(out, count)
@@ -177,7 +174,7 @@ class BarAggregator:
         if self.stats.late_dropped:
             log.warning(
                 "%d late record(s) dropped in total (lateness %s); the first was input row %d",
-                self.stats.late_dropped, format_interval(self.settings.lateness_ns) if self.settings.lateness_ns else "0s",
+                self.stats.late_dropped, format_interval(self.settings.lateness_ns),
                 self.stats.first_late_row,
             )
 
@@ -203,7 +200,6 @@ class BarAggregator:
         late = int(self._g[K.G_LATE])
         if late > self.stats.late_dropped:
             new = late - self.stats.late_dropped
-            first_new = self.stats.first_late_row if self.stats.late_dropped else int(self._g[K.G_FIRST_LATE])
             self.stats.late_dropped = late
             self.stats.first_late_row = int(self._g[K.G_FIRST_LATE])
             if self.settings.late == "fail":
@@ -213,8 +209,8 @@ class BarAggregator:
                     f"{self.label}: row {row}: field ts {ts_value} is older than a bar already closed: "
                     f"the input is not sorted by ts (allow disorder with --lateness, or --late drop to count and skip such rows)"
                 )
-            log.warning("%d late record(s) dropped (first at input row %d): older than lateness %s behind event time",
-                        new, first_new if first_new >= 0 else self.stats.first_late_row, format_interval(self.settings.lateness_ns) if self.settings.lateness_ns else "0s")
+            log.warning("%d late record(s) dropped (the first late one was input row %d): more than %s behind event time",
+                        new, self.stats.first_late_row, format_interval(self.settings.lateness_ns))
 
     def _emit(self, out: tuple[np.ndarray, np.ndarray, np.ndarray], count: int) -> Iterator[pa.RecordBatch]:
         if count == 0:

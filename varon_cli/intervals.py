@@ -34,7 +34,9 @@ def parse_interval(text: str) -> int:
 
 
 def format_interval(ns: int) -> str:
-    """The shortest exact string for an interval: 300e9 -> '5m'."""
+    """The shortest exact string for an interval: 300e9 -> '5m', 0 -> '0s'."""
+    if ns == 0:
+        return "0s"
     for unit in ("d", "h", "m", "s", "ms"):
         size = _UNITS_NS[unit]
         if ns % size == 0:
