@@ -170,7 +170,25 @@ EQUITY = _kind(
     ],
 )
 
-KINDS: dict[str, StreamKind] = {k.name: k for k in (TRADES, BOOK, BARS, FEATURES, SIGNALS, ORDERS, FILLS, EQUITY)}
+FUNDING = _kind(
+    "funding",
+    "Perpetual-futures funding and prices: polled contexts (rate, mark, oracle, open interest) or settled funding history.",
+    [
+        ("ts", TS, "exchange time of the observation (settlement time for history, poll receive time for contexts)"),
+        ("recv_ts", TS, "local receive time"),
+        ("venue", pa.string(), "venue name"),
+        ("symbol", pa.string(), "canonical symbol"),
+        ("funding_rate", pa.float64(), "funding rate per hour as a fraction (Hyperliquid pays hourly)"),
+        ("premium", pa.float64(), "premium index; NaN when unknown"),
+        ("mark_price", pa.float64(), "mark price; NaN when unknown (history)"),
+        ("oracle_price", pa.float64(), "oracle price funding is paid on; NaN when unknown"),
+        ("open_interest", pa.float64(), "open interest in base units; NaN when unknown"),
+    ],
+)
+
+KINDS: dict[str, StreamKind] = {
+    k.name: k for k in (TRADES, BOOK, BARS, FEATURES, SIGNALS, ORDERS, FILLS, EQUITY, FUNDING)
+}
 
 
 def kind_by_name(name: str) -> StreamKind:
@@ -195,7 +213,8 @@ def contract_markdown() -> str:
         "Event-time progress travels as a zero-row batch whose custom metadata holds `varon.watermark` (ns since epoch).",
         "",
         "Deviations from ../shared/DESIGN.md: `bars` adds `partial` (bool); `features` adds `warmup` (bool);",
-        "`trade_id` is a string (venues use integers and UUIDs).",
+        "`trade_id` is a string (venues use integers and UUIDs); `funding` is a kind DESIGN.md names",
+        "as an output of `collect hyperliquid` without columns, declared here.",
         "",
     ]
     for kind in KINDS.values():

@@ -1,0 +1,1 @@
+"""Local fake exchange servers that speak the real protocols and misbehave on request."""

@@ -1,0 +1,1 @@
+"""Historical candles and funding over REST: resumable, rate-limited backfills."""

@@ -1,0 +1,1 @@
+"""Live market-data feeds: venue declarations, frame normalisers, sessions, captures."""
