@@ -14,7 +14,7 @@ def test_docs_are_generated_from_the_declarations() -> None:
 
 
 def test_every_design_kind_is_declared_once_with_design_columns() -> None:
-    assert set(KINDS) == {"trades", "book", "bars", "features", "signals", "orders", "fills", "equity"}
+    assert set(KINDS) == {"trades", "book", "bars", "features", "signals", "orders", "fills", "equity", "funding"}
     assert TRADES.column_names[:9] == ["ts", "recv_ts", "venue", "symbol", "trade_id", "price", "size", "side", "seq"]
     assert BARS.column_names[:11] == ["ts", "venue", "symbol", "open", "high", "low", "close", "volume", "buy_volume", "vwap", "trades"]
     assert FEATURES.column_names[: len(BARS.column_names)] == BARS.column_names
