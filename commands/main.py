@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from commands import bars, config, features
+from commands import bars, collect, config, features
 from varon_cli import __version__
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(collect.app, name="collect")
 app.command("bars")(bars.bars)
 app.command("features")(features.features)
 app.add_typer(config.app, name="config")

@@ -71,6 +71,38 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class CollectConfig:
+    # Endpoints; --url overrides for one run.
+    coinbase_url: str = "wss://advanced-trade-ws.coinbase.com"
+    coinbase_exchange_url: str = "wss://ws-feed.exchange.coinbase.com"
+    hyperliquid_url: str = "wss://api.hyperliquid.xyz/ws"
+    hyperliquid_testnet_url: str = "wss://api.hyperliquid-testnet.xyz/ws"
+    # Reconnect when nothing at all (not even a heartbeat) arrives for this long.
+    watchdog: str = "10s"
+    # Reconnect backoff: exponential from backoff_initial up to backoff_max, with jitter.
+    backoff_initial: str = "500ms"
+    backoff_max: str = "30s"
+    # Give up after this many consecutive failed connection attempts; 0 = never.
+    max_retries: int = 0
+    # Rows held for a slow reader of the output before reads from the venue pause.
+    buffer_rows: int = 1_000_000
+    # Watermarks (sent when the market is idle) trail the last frame received by this much.
+    watermark_delay: str = "1s"
+    # Hyperliquid funding/mark/open-interest poll period.
+    funding_interval: str = "60s"
+
+    def __post_init__(self) -> None:
+        for key in ("watchdog", "backoff_initial", "backoff_max", "watermark_delay", "funding_interval"):
+            value = getattr(self, key)
+            if _validated(lambda: parse_duration(value, key), f"collect.{key}", value) <= 0:
+                raise ConfigError(f"collect.{key} = {value!r}: must be positive")
+        if self.max_retries < 0:
+            raise ConfigError(f"collect.max_retries = {self.max_retries}: must be >= 0 (0 = retry forever)")
+        if self.buffer_rows < 1000:
+            raise ConfigError(f"collect.buffer_rows = {self.buffer_rows}: must be at least 1000")
+
+
+@dataclass(frozen=True)
 class DbConfig:
     # PostgreSQL DSN; empty means the embedded store (Parquet + DuckDB).
     dsn: str = ""
@@ -81,6 +113,7 @@ class VaronConfig:
     log: LogConfig = field(default_factory=LogConfig)
     bars: BarsConfig = field(default_factory=BarsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
     db: DbConfig = field(default_factory=DbConfig)
 
     def to_dict(self) -> dict[str, Any]:

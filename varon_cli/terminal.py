@@ -32,6 +32,15 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+def _displayable(table: pa.Table) -> pa.Table:
+    """Nanosecond times as microsecond datetimes (Python's datetime stops there) for display."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            column = table.column(i).cast(pa.timestamp("us", tz=field.type.tz), safe=False)
+            table = table.set_column(i, field.name, column)
+    return table
+
+
 def render_table(table: pa.Table, title: str, console: Console, head: int = HEAD_ROWS, tail: int = TAIL_ROWS) -> None:
     """Print the first and last rows of `table`, with an ellipsis row between."""
     view = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
@@ -42,7 +51,7 @@ def render_table(table: pa.Table, title: str, console: Console, head: int = HEAD
     for index, (start, length) in enumerate(parts):
         if index:
             view.add_row(*(["…"] * table.num_columns), style="dim")
-        for row in table.slice(start, length).to_pylist():
+        for row in _displayable(table.slice(start, length)).to_pylist():
             view.add_row(*(format_value(v) for v in row.values()))
     console.print(view)
 

@@ -51,6 +51,8 @@ class FeedStats:
     bad_values: int = 0
     errors: int = 0
     connections: int = 0
+    stalls: int = 0
+    buffer_full: int = 0
     sequence_gaps: int = 0
     heartbeat_gaps: int = 0
     trade_gaps: dict[str, int] = field(default_factory=dict)
@@ -60,9 +62,10 @@ class FeedStats:
     def summary(self) -> str:
         gaps = sum(self.trade_gaps.values())
         return (f"{self.frames} frames, {self.trades} trades, {self.book_rows} book rows, {self.funding_rows} funding rows; "
-                f"{self.connections} connections, {self.sequence_gaps} sequence gaps, {self.heartbeat_gaps} heartbeat gaps, "
+                f"{self.connections} connections, {self.stalls} stalls, {self.sequence_gaps} sequence gaps, {self.heartbeat_gaps} heartbeat gaps, "
                 f"{gaps} trade-id gaps, {self.duplicates} duplicates removed, {self.malformed} malformed, "
-                f"{self.unknown} unknown, {self.bad_values} bad values, {self.errors} venue errors")
+                f"{self.unknown} unknown, {self.bad_values} bad values, {self.errors} venue errors, "
+                f"{self.buffer_full} times the output buffer was full")
 
 
 @dataclass(frozen=True)
