@@ -18,3 +18,13 @@ def assert_same_table(a: pa.Table, b: pa.Table, check_metadata: bool = True) -> 
             np.testing.assert_array_equal(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False), err_msg=name)
         else:
             assert x.equals(y), name
+
+
+def plain_rows(batch) -> list[dict]:  # noqa: ANN001 - a RecordBatch or Table, or None
+    """Rows as dicts with times as integer ns (Python datetimes stop at microseconds)."""
+    import pyarrow as pa
+
+    if batch is None:
+        return []
+    schema = pa.schema([f.with_type(pa.int64()) if pa.types.is_timestamp(f.type) else f for f in batch.schema])
+    return batch.cast(schema).to_pylist()
