@@ -72,6 +72,13 @@ class FeedOutputs:
         self.sinks = [s for s in (trades, book, funding) if s is not None]
         self._trades, self._book, self._funding = trades, book, funding
 
+    def sync(self) -> None:
+        """Make what recording sinks hold durable (called by the writer about twice a second)."""
+        for sink in self.sinks:
+            sync = getattr(sink, "sync", None)
+            if sync is not None:
+                sync()
+
     def write(self, emitted: Emitted) -> None:
         if emitted.watermark is not None:
             for sink in self.sinks:
@@ -140,7 +147,7 @@ def collect_live(request: LiveRequest, cfg: CollectConfig) -> Normaliser:
                                    channels=sorted(channels), url=request.url, watermark_delay_ns=delay_ns,
                                    started_ns=time.time_ns())
             capture = CaptureWriter(Path(request.raw_out), header)
-        session = LiveSession(normaliser, settings, outputs.write, capture)
+        session = LiveSession(normaliser, settings, outputs.write, capture, periodic=outputs.sync)
         try:
             session.run()
         finally:

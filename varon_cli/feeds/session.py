@@ -125,8 +125,10 @@ class LiveSession:
     """Run a normaliser against its venue until stopped or out of retries."""
 
     def __init__(self, normaliser: Normaliser, settings: SessionSettings,
-                 write: Callable[[Emitted], None], capture=None) -> None:  # noqa: ANN001 - CaptureWriter | None
+                 write: Callable[[Emitted], None], capture=None,  # noqa: ANN001 - CaptureWriter | None
+                 periodic: Callable[[], None] | None = None) -> None:
         self.normaliser = normaliser
+        self._periodic = periodic
         self.settings = settings
         self._write = write
         self._buffer = OutputBuffer(settings.buffer_rows, self._buffer_full)
@@ -147,8 +149,12 @@ class LiveSession:
         sys.setswitchinterval(0.0005)  # hand batches to the writer promptly
         self._thread.start()
         try:
+            next_periodic = time.monotonic() + 0.5
             while True:
                 item = self._buffer.get(0.25)
+                if self._periodic is not None and time.monotonic() >= next_periodic:
+                    self._periodic()  # e.g. make recorded rows durable at least once a second
+                    next_periodic = time.monotonic() + 0.5
                 if item is None:
                     continue
                 if item is _DONE:
