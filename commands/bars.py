@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from commands.common import ConfigOpt, InputOpt, KindOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
-from varon_cli.bars import BarAggregator, BarSettings
 from varon_cli.runtime import pump
 from varon_cli.schemas import BARS, TRADES
 from varon_cli.streamio import open_input, open_output
@@ -35,6 +34,8 @@ def bars(
     """
 
     def body() -> None:
+        from varon_cli.bars import BarAggregator, BarSettings  # compiled kernels load only when this command runs
+
         cfg = setup(config, log_level, log_format,
                     {"bars": {"interval": interval, "lateness": lateness, "late": late, "partial": partial}})
         with open_input(input, expect=(TRADES, BARS), kind=kind) as src:

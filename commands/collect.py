@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from commands.collect_backfill import backfill
 from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
 from varon_cli.errors import UsageError
 from varon_cli.feeds.collector import (LiveRequest, collect_live, parse_speed, parse_symbols, replay_capture,
@@ -17,6 +18,8 @@ log = logging.getLogger("varon.collect")
 
 app = typer.Typer(help="Market data: live feeds (coinbase, hyperliquid), replay of captures and files, REST backfill.",
                   no_args_is_help=True)
+
+app.command("backfill")(backfill)
 
 SymbolsOpt = Annotated[str, typer.Option("--symbols", help="Comma-separated symbols, e.g. BTC-USD,ETH-USD.")]
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help="WebSocket endpoint (default from config collect.*_url).", show_default=False)]

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 from commands.common import ConfigOpt, InputOpt, KindOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
-from varon_cli.features.engine import FeatureEngine
 from varon_cli.features.spec import load_spec
 from varon_cli.runtime import pump
 from varon_cli.schemas import BARS
@@ -35,6 +34,8 @@ def features(
     """
 
     def body() -> None:
+        from varon_cli.features.engine import FeatureEngine  # compiled kernels load only when this command runs
+
         cfg = setup(config, log_level, log_format, {"features": {"spec": str(spec) if spec else None, "warmup": warmup}})
         feature_spec = load_spec(cfg.features.spec or None)
         with open_input(input, expect=(BARS,), kind=kind) as src:

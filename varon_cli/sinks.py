@@ -258,8 +258,14 @@ def open_sink(path: str | None, schema: pa.Schema) -> Sink:
         if sys.stdout.isatty():
             return TableSink(schema, sys.stdout)
         return IpcStreamSink(schema, sys.stdout.buffer)
-    fmt = _format_of(str(path))
     target = Path(path)
+    if target.exists() and not target.is_dir() and not target.is_file():
+        # /dev/null, a named pipe, a terminal device: an Arrow IPC stream written straight to it
+        try:
+            return IpcStreamSink(schema, open(target, "wb"))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot open for writing: {exc.strerror}") from None
+    fmt = _format_of(str(path))
     if fmt == "ipc-stream":
         return IpcFileSink(schema, target, stream=True)
     if fmt == "ipc-file":

@@ -125,6 +125,7 @@ class Normaliser(abc.ABC):
         self._last_frame_ns = 0
         self._watermark_ns = 0
         self._emitted_since_watermark = False
+        self.last_frame_json = True
 
     # -- events -------------------------------------------------------------------------------
     def on_connect(self, recv_ns: int) -> None:
@@ -135,6 +136,7 @@ class Normaliser(abc.ABC):
         """Normalise one WebSocket frame; bad frames are logged, counted and skipped."""
         self.stats.frames += 1
         self._last_frame_ns = recv_ns
+        self.last_frame_json = True
         self._parse(frame, recv_ns)
 
     @abc.abstractmethod
@@ -202,6 +204,8 @@ class Normaliser(abc.ABC):
 
     def _malformed(self, frame: bytes | str, why: str) -> None:
         self.stats.malformed += 1
+        if why.startswith("not JSON"):
+            self.last_frame_json = False
         log.warning("%s: malformed frame skipped (%s): %s", self.venue, why, excerpt(frame))
 
     def _unknown(self, frame: bytes | str, what: str) -> None:

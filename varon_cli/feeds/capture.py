@@ -6,7 +6,8 @@ per line:
 
     {"t":<recv ns>,"c":"open","venue":..,"feed":..,"symbols":[..],"channels":[..],"url":..,"watermark_delay_ns":..}
     {"t":<ns>,"c":"connect"}                      a connection opened (per-connection counters restart)
-    {"t":<ns>,"s":"<frame text>"}                  a WebSocket text frame, verbatim
+    {"t":<ns>,"m":<frame>}                         a WebSocket text frame that is one line of JSON, verbatim
+    {"t":<ns>,"s":"<frame text>"}                  any other text frame, as a JSON string
     {"t":<ns>,"b":"<base64>"}                      a binary frame
     {"t":<ns>,"c":"rest","what":"..","s":"<body>"}  a REST answer fetched for the feed (funding polls)
     {"t":<ns>,"c":"flush"}                         the collector emitted what it held
@@ -43,6 +44,7 @@ class CaptureLine(msgspec.Struct, omit_defaults=True):
     t: int
     c: Optional[str] = None
     s: Optional[str] = None
+    m: Optional[msgspec.Raw] = None
     b: Optional[str] = None
     what: Optional[str] = None
     reason: Optional[str] = None
@@ -82,9 +84,14 @@ class CaptureWriter:
         self._writer.write(msgspec.json.encode(meta) + b"\n")
         self.sync(header.started_ns)
 
-    def frame(self, recv_ns: int, frame: str | bytes) -> None:
+    def frame(self, recv_ns: int, frame: str | bytes, is_json: bool = False) -> None:
+        """Record a frame; one-line JSON is embedded as is, so replay can slice it out without decoding."""
         if isinstance(frame, str):
-            line = b'{"t":%d,"s":%b}\n' % (recv_ns, _encode_str(frame))
+            raw = frame.encode()
+            if is_json and b"\n" not in raw and b"\r" not in raw:
+                line = b'{"t":%d,"m":%b}\n' % (recv_ns, raw)
+            else:
+                line = b'{"t":%d,"s":%b}\n' % (recv_ns, _encode_str(frame))
         else:
             line = b'{"t":%d,"b":"%b"}\n' % (recv_ns, base64.b64encode(frame))
         self._writer.write(line)
@@ -142,9 +149,21 @@ def read_capture(path: Path) -> tuple[CaptureHeader, Iterator[CaptureLine]]:
     return header, _decode(path, lines)
 
 
+_FRAME_PREFIX = b'{"t":'
+_FRAME_MARK = b',"m":'
+
+
 def _decode(path: Path, lines: Iterator[bytes]) -> Iterator[CaptureLine]:
     decode = _LINE_DECODER.decode
     for number, raw in enumerate(lines, start=2):
+        # fast path for embedded frames: slice the verbatim JSON out instead of decoding it twice
+        mark = raw.find(_FRAME_MARK, 5, 30)
+        if mark > 0 and raw.startswith(_FRAME_PREFIX) and raw.endswith(b"}"):
+            try:
+                yield CaptureLine(t=int(raw[5:mark]), m=msgspec.Raw(raw[mark + 5:-1]))
+                continue
+            except ValueError:
+                pass
         try:
             yield decode(raw)
         except msgspec.DecodeError as exc:
@@ -173,6 +192,8 @@ def _lines(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
 
 def frame_of(line: CaptureLine) -> str | bytes | None:
     """The frame a capture line holds, None for events."""
+    if line.m is not None:
+        return bytes(line.m)
     if line.s is not None and line.c is None:
         return line.s
     if line.b is not None:

@@ -415,13 +415,19 @@ class CoinbaseExchange(Normaliser):
         except ValueError:
             self._bad_value(frame, "time")
             return
-        rows = self.book
+        add = self.book.add
+        added = 0
         for side_text, price_text, size_text in up.changes:
             try:
-                price, size = _price_size(price_text, size_text)
+                price = float(price_text)
+                size = float(size_text)
                 side = _BOOK_SIDE[side_text]
             except (ValueError, KeyError) as exc:
                 self._bad_value(frame, str(exc))
                 continue
-            rows.add(ts, recv_ns, symbol, side, price, size, False, None)
-            self.stats.book_rows += 1
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._bad_value(frame, f"price {price_text!r} size {size_text!r}")
+                continue
+            add(ts, recv_ns, symbol, side, price, size, False, None)
+            added += 1
+        self.stats.book_rows += added

@@ -58,7 +58,7 @@ def parse_symbols(text: str) -> list[str]:
 
 def open_feed_sink(path: str, schema: pa.Schema) -> Sink:
     """A dataset directory records durably (hourly files, <= 1 s lost on kill -9); anything else as usual."""
-    if path not in (None, STDIO) and _format_of(path) == "dataset":
+    if path not in (None, STDIO) and _format_of(path) == "dataset" and (Path(path).is_dir() or not Path(path).exists()):
         from varon_cli.recorder import RecordingSink
 
         return RecordingSink(Path(path), schema)
@@ -165,9 +165,13 @@ def replay_capture(path: Path, speed: float | None, trades_out: str, book_out: s
         pipeline = FeedPipeline(normaliser, outputs.write)
         pace = _Pacer(speed)
         try:
-            for line in lines:
-                pace.wait(line.t)
-                pipeline.replay_line(line)
+            if speed is None:
+                for line in lines:
+                    pipeline.replay_line(line)
+            else:
+                for line in lines:
+                    pace.wait(line.t)
+                    pipeline.replay_line(line)
         finally:
             pipeline.flush(0)
             log.info("replay of %s: %s", path, normaliser.stats.summary())

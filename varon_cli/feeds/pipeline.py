@@ -41,6 +41,7 @@ class FeedPipeline:
         self.capture = capture
         self._emit = emit
         self._max_pending = max_pending_rows
+        self._frames = 0
 
     def connect(self, t: int) -> None:
         if self.capture:
@@ -48,11 +49,13 @@ class FeedPipeline:
         self.normaliser.on_connect(t)
 
     def frame(self, t: int, frame: str | bytes) -> None:
-        """One frame in; flushes on its own when the pending rows reach the cap."""
+        """One frame in; every 64 frames, flushes on its own when the pending rows reach the cap."""
+        normaliser = self.normaliser
+        normaliser.on_frame(frame, t)
         if self.capture:
-            self.capture.frame(t, frame)
-        self.normaliser.on_frame(frame, t)
-        if self.normaliser.pending_rows >= self._max_pending:
+            self.capture.frame(t, frame, normaliser.last_frame_json)
+        self._frames += 1
+        if not self._frames & 63 and normaliser.pending_rows >= self._max_pending:
             self.flush(t)
 
     def rest(self, t: int, what: str, body: bytes) -> None:

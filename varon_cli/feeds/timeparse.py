@@ -14,17 +14,23 @@ import calendar
 import time
 
 _NS = 1_000_000_000
-_prefix_cache: dict[str, int] = {}
-_PAD = "000000000"
+_second_cache: dict[str, int] = {}
+_FRACTION_SCALE = [0] + [10 ** (9 - k) for k in range(1, 10)]
 
 
-def _minute_ns(prefix: str) -> int:
-    # prefix is "YYYY-MM-DDTHH:MM" (or with a space instead of T)
-    base = calendar.timegm((int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10]),
-                            int(prefix[11:13]), int(prefix[14:16]), 0, 0, 0, 0)) * _NS
-    if len(_prefix_cache) > 4096:
-        _prefix_cache.clear()
-    _prefix_cache[prefix] = base
+def _second_ns(text: str) -> int:
+    # "YYYY-MM-DDTHH:MM:SS" (or a space instead of T), validated once per distinct second
+    if len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] not in "T " or text[13] != ":" \
+            or text[16] != ":":
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    try:
+        base = calendar.timegm((int(text[0:4]), int(text[5:7]), int(text[8:10]),
+                                int(text[11:13]), int(text[14:16]), int(text[17:19]), 0, 0, 0)) * _NS
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from None
+    if len(_second_cache) > 100_000:
+        _second_cache.clear()
+    _second_cache[text[:19]] = base
     return base
 
 
@@ -34,32 +40,20 @@ def iso_to_ns(text: str) -> int:
     Raises ValueError for anything else, so a malformed frame is rejected rather
     than stamped with a wrong time.
     """
-    prefix = text[:16]
-    base = _prefix_cache.get(prefix)
+    base = _second_cache.get(text[:19])
     if base is None:
-        if len(text) < 20 or text[4] != "-" or text[13] != ":":
-            raise ValueError(f"not an RFC 3339 time: {text!r}")
-        base = _minute_ns(prefix)
-    end = len(text)
-    if text.endswith("Z"):
-        end -= 1
-    elif text.endswith("+00:00"):
-        end -= 6
-    else:
-        raise ValueError(f"time without UTC designator: {text!r}")
-    if text[16] != ":":
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    seconds = int(text[17:19])
-    if end > 19:
-        if text[19] != ".":
-            raise ValueError(f"not an RFC 3339 time: {text!r}")
-        frac = text[20:end]
-        if not frac or len(frac) > 9 or not frac.isdigit():
-            raise ValueError(f"bad fraction in time: {text!r}")
-        return base + seconds * _NS + int((frac + _PAD)[:9])
-    if end != 19:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    return base + seconds * _NS
+        base = _second_ns(text)
+    end = len(text) - 1
+    if text[end] != "Z":
+        if not text.endswith("+00:00"):
+            raise ValueError(f"time without UTC designator: {text!r}")
+        end -= 5
+    if end == 19:
+        return base
+    frac = text[20:end]
+    if text[19] != "." or not 0 < len(frac) <= 9 or not frac.isdigit():
+        raise ValueError(f"bad fraction in time: {text!r}")
+    return base + int(frac) * _FRACTION_SCALE[len(frac)]
 
 
 def ns_to_iso(ns: int) -> str:
