@@ -228,28 +228,33 @@ class Normaliser(abc.ABC):
 
 
 def classify_failure(norm: Normaliser, frame: bytes | str, exc: Exception, tag_field: str, known: set[str],
-                      ignored: frozenset[str] = frozenset()) -> None:
-    """Tell apart a venue error, an unknown message type and a malformed frame."""
+                      ignored: frozenset[str] = frozenset()) -> dict | None:
+    """Tell apart a venue error, an unknown message type and a malformed frame.
+
+    Returns the frame as a plain dict when it is a JSON object, so a caller can
+    still account for its sequence number.
+    """
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
         norm._malformed(frame, "not JSON")
-        return
+        return None
     try:
         obj = _ANY_DECODER.decode(frame)
     except msgspec.DecodeError:
         norm._malformed(frame, "not JSON")
-        return
+        return None
     if not isinstance(obj, dict):
         norm._malformed(frame, "not a JSON object")
-        return
+        return None
     if obj.get("type") == "error" or obj.get("channel") == "error":
         norm.stats.errors += 1
         detail = obj.get("reason") or obj.get("message") or obj.get("data") or ""
         log.error("%s: venue error: %s", norm.venue, excerpt(str(detail)))
-        return
+        return obj
     tag = obj.get(tag_field)
     if tag in ignored:
-        return  # a real message type of a channel varon does not use (e.g. ticker)
+        return obj  # a real message type of a channel varon does not use (e.g. ticker)
     if tag not in known:
         norm._unknown(frame, f"{tag_field}={tag!r}")
-        return
+        return obj
     norm._malformed(frame, str(exc))
+    return obj

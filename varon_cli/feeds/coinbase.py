@@ -143,7 +143,10 @@ class CoinbaseAdvanced(Normaliser):
         try:
             msg = _AT_DECODER.decode(frame)
         except msgspec.DecodeError as exc:
-            classify_failure(self, frame, exc, "channel", self._known, self._ignored)
+            obj = classify_failure(self, frame, exc, "channel", self._known, self._ignored)
+            seq = obj.get("sequence_num") if obj is not None else None
+            if type(seq) is int:
+                self._check_sequence(seq)  # a frame we cannot use still took its number
             return
         if not self._check_sequence(msg.sequence_num):
             return
