@@ -255,3 +255,35 @@ def test_an_idle_market_still_closes_bars_through_watermarks(tmp_path: Path) -> 
         stop(up)
         down.communicate(timeout=20)
         reader_done.wait(10)
+
+
+def test_hyperliquid_trades_books_and_funding_with_a_reconnect(tmp_path: Path) -> None:
+    from fakes.hyperliquid_info import FakeHyperliquidInfo
+    from fakes.hyperliquid_ws import HyperliquidWsFake
+
+    from varon_cli.schemas import FUNDING
+
+    tape = synthetic_tape(["BTC-USD", "ETH-USD"], 60, seed=19)
+    out, book, funding = tmp_path / "t.arrows", tmp_path / "b.arrows", tmp_path / "f.arrows"
+    with FakeHyperliquidInfo() as info, \
+            HyperliquidWsFake(tape, rate=100, book_interval=0.2, plan=[Fault("drop", after_trades=60)]) as fake:
+        proc = collect("hyperliquid", "--symbols", "BTC,ETH-USD", "--url", fake.url, "--info-url", info.url,
+                       "-o", str(out), "--book-out", str(book), "--funding-out", str(funding),
+                       VARON_COLLECT__FUNDING_INTERVAL="300ms")
+        fake.wait_done(timeout=30)
+        time.sleep(0.8)
+        code, err = stop(proc)
+    assert code == 130, err
+    assert fake.connections == 2
+    table = read(out)
+    for product in ("BTC-USD", "ETH-USD"):
+        got = trade_ids(table, product)
+        assert len(got) == len(set(got))
+        assert set(got) == {str(i) for i in fake.sent_trade_ids(product)}
+    assert set(table.column("venue").to_pylist()) == {"hyperliquid"}
+    books = read(book, BOOK)
+    assert books.num_rows > 0 and all(books.column("snapshot").to_pylist())
+    rates = read(funding, FUNDING)
+    assert set(rates.column("symbol").to_pylist()) == {"BTC-USD", "ETH-USD"}
+    assert rates.num_rows >= 4  # several polls
+    assert all(0 < p for p in rates.column("mark_price").to_pylist())
