@@ -349,7 +349,7 @@ def write_capture(path: Path, feed: str, url: str, products: list[str], frames: 
     w = CaptureWriter(path, header)
     w.event(frames[0][0] - 500_000, "connect")
     for i, (t, text) in enumerate(frames, start=1):
-        w.frame(t, text)
+        w.frame(t, text, True)  # one-line JSON, embedded verbatim as the live collector records it
         if i % flush_every == 0:
             w.event(t, "flush")
         if i % tick_every == 0:

@@ -166,11 +166,15 @@ def replay_capture(path: Path, speed: float | None, trades_out: str, book_out: s
         pace = _Pacer(speed)
         try:
             if speed is None:
+                frame, replay_line = pipeline.frame, pipeline.replay_line
                 for line in lines:
-                    pipeline.replay_line(line)
+                    if type(line) is tuple:
+                        frame(line[0], line[1])
+                    else:
+                        replay_line(line)
             else:
                 for line in lines:
-                    pace.wait(line.t)
+                    pace.wait(line[0] if type(line) is tuple else line.t)
                     pipeline.replay_line(line)
         finally:
             pipeline.flush(0)

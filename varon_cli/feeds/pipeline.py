@@ -86,8 +86,11 @@ class FeedPipeline:
         if self.capture:
             self.capture.event(t, "close", reason)
 
-    def replay_line(self, line: CaptureLine) -> None:
+    def replay_line(self, line: CaptureLine | tuple[int, bytes]) -> None:
         """Apply one capture line exactly as the live session applied the event."""
+        if type(line) is tuple:
+            self.frame(*line)
+            return
         command = line.c
         if command is None:
             frame = frame_of(line)
