@@ -369,6 +369,7 @@ def test_output_holding_other_bars_is_refused(cb: FakeCoinbaseRest, tmp_path: Pa
     run_backfill(coinbase(cb, out, symbols="BTC-USD", end="2025-01-02"), client=fast_client("coinbase"))
     with pytest.raises(UsageError, match="holds coinbase mainnet bars at 1m, not coinbase mainnet bars at 5m"):
         run_backfill(coinbase(cb, out, symbols="BTC-USD", interval="5m"), client=fast_client("coinbase"))
+    run_backfill(coinbase(cb, out, symbols="BTC-USD"), client=fast_client("coinbase"))  # the refusal let go of the lock
 
 
 def test_a_second_run_on_the_same_output_is_turned_away(cb: FakeCoinbaseRest, tmp_path: Path) -> None:

@@ -126,13 +126,16 @@ def test_replaying_a_capture_reproduces_the_live_emissions_exactly(tmp_path: Pat
     assert again.stats == norm.stats
 
 
-def test_watermarks_trail_the_last_frame_and_pause_while_trades_flow() -> None:
+def test_watermarks_follow_event_time_by_local_elapsed_time_and_pause_while_trades_flow() -> None:
     norm = CoinbaseAdvanced(["BTC-USD"], frozenset({"trades"}), watermark_delay_ns=SECOND)
-    assert norm.on_tick(5 * SECOND) is None  # nothing received yet: no watermark
-    norm.on_frame(at_trades(0, 1), 10 * SECOND)
+    event = 1775572200 * SECOND + SECOND // 2  # the trade's own time, 2026-04-07T14:30:00.5Z
+    norm.on_frame('{"channel":"heartbeats","sequence_num":0,"events":[{"heartbeat_counter":1}]}', 5 * SECOND)
+    assert norm.on_tick(5 * SECOND) is None  # no event seen yet: no watermark
+    norm.on_frame(at_trades(1, 1), 10 * SECOND)  # received at local 10 s
     norm.take_batches()
     assert norm.on_tick(10 * SECOND) is None  # trades were emitted since the last tick
-    assert norm.on_tick(11 * SECOND) == Watermark(9 * SECOND)
-    assert norm.on_tick(12 * SECOND) is None  # no new frame: the watermark does not run ahead
-    norm.on_frame('{"channel":"heartbeats","sequence_num":1,"events":[{"heartbeat_counter":1}]}', 13 * SECOND)
-    assert norm.on_tick(13 * SECOND) == Watermark(12 * SECOND)
+    assert norm.on_tick(11 * SECOND) == Watermark(event - SECOND)  # no frame since the trade: its time less the delay
+    assert norm.on_tick(12 * SECOND) is None  # and no further without a frame
+    norm.on_frame('{"channel":"heartbeats","sequence_num":2,"events":[{"heartbeat_counter":2}]}', 13 * SECOND)
+    assert norm.on_tick(13 * SECOND) == Watermark(event + 2 * SECOND)  # 3 s of quiet, less the delay
+    assert norm.on_tick(20 * SECOND) is None  # no frame since: the watermark does not run ahead

@@ -163,7 +163,12 @@ class CoverageStore(abc.ABC):
         """Take the lock, remove leftovers of killed runs, read what is there."""
 
     def __enter__(self) -> CoverageStore:
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         return self
 
     def __exit__(self, et: type | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -124,6 +124,8 @@ class Normaliser(abc.ABC):
         self._recent: dict[str, RecentIds] = {}
         self._last_frame_ns = 0
         self._watermark_ns = 0
+        self._anchor_ts = 0  # latest event time emitted ...
+        self._anchor_recv = 0  # ... and when it was received
         self._emitted_since_watermark = False
         self.last_frame_json = True
 
@@ -151,21 +153,34 @@ class Normaliser(abc.ABC):
     def on_tick(self, now_ns: int) -> Watermark | None:
         """Timer tick: when nothing was emitted since the last watermark, advance it.
 
-        The watermark trails the last received frame by `watermark_delay_ns`, so
-        it only moves while the venue is talking to us: after a silent drop no
-        watermark runs ahead of trades a reconnect snapshot will still deliver.
+        The watermark is event time, estimated without trusting the local clock
+        against the venue's: the latest event time seen, plus the local time
+        that has passed between receiving that event and the last frame of any
+        kind (heartbeats included), minus `watermark_delay_ns`. It only moves
+        while the venue is talking to us, so after a silent drop it never runs
+        ahead of trades a reconnect snapshot will still deliver, and a replayed
+        capture of old prints gets watermarks in their own time.
         """
         if self._emitted_since_watermark:
             self._emitted_since_watermark = False
             return None
-        candidate = self._last_frame_ns - self.watermark_delay_ns
-        if candidate <= self._watermark_ns or self._last_frame_ns == 0:
+        if not self._anchor_ts:
+            return None
+        candidate = self._anchor_ts + (self._last_frame_ns - self._anchor_recv) - self.watermark_delay_ns
+        if candidate <= self._watermark_ns:
             return None
         self._watermark_ns = candidate
         return Watermark(candidate)
 
     def take_batches(self) -> tuple[pa.RecordBatch | None, pa.RecordBatch | None, pa.RecordBatch | None]:
         """Trades, book and funding rows accumulated since the last flush."""
+        # event time is read from the trades (what bars are made of); from the book only without trades
+        for rows in ((self.trades,) if "trades" in self.channels else (self.book,)):
+            if rows.ts:
+                latest = max(rows.ts)
+                if latest > self._anchor_ts:
+                    self._anchor_ts = latest
+                    self._anchor_recv = max(self._anchor_recv, rows.recv_ts[-1])
         trades, book, funding = self.trades.take_batch(), self.book.take_batch(), self.funding.take_batch()
         if trades is not None or book is not None or funding is not None:
             self._emitted_since_watermark = True
