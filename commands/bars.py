@@ -16,10 +16,10 @@ log = logging.getLogger("varon.bars")
 
 
 def bars(
-    interval: Annotated[Optional[str], typer.Option("--interval", help="Bar interval: 1s, 1m, 5m, 1h, 1d, ... [config bars.interval, default 1m]", show_default=False)] = None,
-    lateness: Annotated[Optional[str], typer.Option("--lateness", help="How far behind event time a trade may arrive and still count, e.g. 2s. [default 0s]", show_default=False)] = None,
-    late: Annotated[Optional[str], typer.Option("--late", help="Trades later than that: drop (count and warn) or fail. [default: fail for files, drop for pipes]", show_default=False)] = None,
-    partial: Annotated[Optional[str], typer.Option("--partial", help="First bar after start and last bar at end of input: flag or skip. [default flag]", show_default=False)] = None,
+    interval: Annotated[Optional[str], typer.Option("--interval", help="Bar interval: 1s, 1m, 5m, 1h, 1d, ... (config bars.interval, default 1m)", show_default=False)] = None,
+    lateness: Annotated[Optional[str], typer.Option("--lateness", help="How far behind event time a trade may arrive and still count, e.g. 2s. (default 0s)", show_default=False)] = None,
+    late: Annotated[Optional[str], typer.Option("--late", help="Trades later than that: drop (count and warn) or fail. (default: fail for files, drop for pipes)", show_default=False)] = None,
+    partial: Annotated[Optional[str], typer.Option("--partial", help="First bar after start and last bar at end of input: flag or skip. (default flag)", show_default=False)] = None,
     input: InputOpt = "-",
     output: OutputOpt = "-",
     kind: KindOpt = None,

@@ -25,8 +25,8 @@ SymbolsOpt = Annotated[str, typer.Option("--symbols", help="Comma-separated symb
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help="WebSocket endpoint (default from config collect.*_url).", show_default=False)]
 BookOpt = Annotated[Optional[str], typer.Option("--book-out", help="Also subscribe to the level-2 book and write it here (snapshot, then updates).", show_default=False)]
 RawOpt = Annotated[Optional[str], typer.Option("--raw-out", help="Record every received frame with its receive time to this .jsonl.zst capture (replayable).", show_default=False)]
-RetriesOpt = Annotated[Optional[int], typer.Option("--max-retries", help="Exit non-zero after this many consecutive failed connection attempts [config collect.max_retries; 0 = never].", show_default=False)]
-WatchdogOpt = Annotated[Optional[str], typer.Option("--watchdog", help="Reconnect when nothing arrives for this long, e.g. 10s [config collect.watchdog].", show_default=False)]
+RetriesOpt = Annotated[Optional[int], typer.Option("--max-retries", help="Exit non-zero after this many consecutive failed connection attempts (config collect.max_retries; 0 = never).", show_default=False)]
+WatchdogOpt = Annotated[Optional[str], typer.Option("--watchdog", help="Reconnect when nothing arrives for this long, e.g. 10s (config collect.watchdog).", show_default=False)]
 
 
 def _overrides(watchdog: str | None) -> dict:

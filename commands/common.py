@@ -41,7 +41,7 @@ def run(command: str, body: Callable[[], None]) -> None:
     except ValueError:  # not the main thread (an embedding test runner)
         pass
     started = time.monotonic()
-    log = logging.getLogger(f"varon.{command}")
+    log = logging.getLogger("varon." + command.replace(" ", "."))
     try:
         body()
     except VaronError as exc:

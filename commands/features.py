@@ -18,8 +18,8 @@ log = logging.getLogger("varon.features")
 
 
 def features(
-    spec: Annotated[Optional[Path], typer.Option("--spec", help="Feature spec TOML. [config features.spec, default configs/features.toml]", show_default=False)] = None,
-    warmup: Annotated[Optional[str], typer.Option("--warmup", help="Rows before every feature is defined: flag (warmup=true, NaN values) or drop. [default flag]", show_default=False)] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="Feature spec TOML. (config features.spec, default configs/features.toml)", show_default=False)] = None,
+    warmup: Annotated[Optional[str], typer.Option("--warmup", help="Rows before every feature is defined: flag (warmup=true, NaN values) or drop. (default flag)", show_default=False)] = None,
     input: InputOpt = "-",
     output: OutputOpt = "-",
     kind: KindOpt = None,

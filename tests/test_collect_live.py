@@ -287,3 +287,36 @@ def test_hyperliquid_trades_books_and_funding_with_a_reconnect(tmp_path: Path) -
     assert set(rates.column("symbol").to_pylist()) == {"BTC-USD", "ETH-USD"}
     assert rates.num_rows >= 4  # several polls
     assert all(0 < p for p in rates.column("mark_price").to_pylist())
+
+
+def test_a_trades_file_replays_with_its_timing(tmp_path: Path) -> None:
+    source = REPO / "data" / "sample" / "btcusdt-trades.parquet"  # 2,001 prints over 46 s
+    out = tmp_path / "fast.arrows"
+    started = time.monotonic()
+    done = subprocess.run([*VARON, "collect", "replay", str(source), "--speed", "25", "-o", str(out)], cwd=REPO,
+                          env=env(), capture_output=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr.decode()
+    with open_input(str(source), expect=(TRADES,)) as src:
+        original = src.read_all()
+    replayed = read(out)
+    assert replayed.equals(original.select(replayed.column_names))
+    assert elapsed >= 45.9 / 25 * 0.9  # paced by the prints' own times, not as fast as possible
+    bad = subprocess.run([*VARON, "collect", "replay", str(source), "--speed", "fast"], cwd=REPO, env=env(),
+                         capture_output=True, timeout=60)
+    assert bad.returncode == 64 and b"--speed 'fast'" in bad.stderr
+
+
+def test_a_capture_replays_at_a_multiple_of_its_recorded_speed(tmp_path: Path) -> None:
+    capture = REPO / "data" / "sample" / "coinbase-capture.jsonl.zst"
+    timed = {}
+    for speed in ("max", "2"):
+        out = tmp_path / f"{speed}.arrows"
+        started = time.monotonic()
+        done = subprocess.run([*VARON, "collect", "replay", str(capture), "--speed", speed, "-o", str(out)],
+                              cwd=REPO, env=env(), capture_output=True, timeout=60)
+        timed[speed] = time.monotonic() - started
+        assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "max.arrows").read_bytes() == (tmp_path / "2.arrows").read_bytes()  # pace changes no byte
+    assert read(tmp_path / "max.arrows").num_rows == 2001
+    assert timed["2"] > timed["max"] + 0.5  # the recording spans about 3 s: half of it at 2x
