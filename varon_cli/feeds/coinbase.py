@@ -52,8 +52,8 @@ class _ATTradesEvent(msgspec.Struct):
 
 class _ATLevel(msgspec.Struct):
     side: str
-    price_level: str
-    new_quantity: str
+    price_level: float  # sent as strings; decoded (strict=False) to floats in C
+    new_quantity: float
     event_time: str = ""
 
 
@@ -90,7 +90,9 @@ class _ATSubscriptions(msgspec.Struct, tag_field="channel", tag="subscriptions")
     events: list[msgspec.Raw] = []
 
 
-_AT_DECODER = msgspec.json.Decoder(Union[_ATMarketTrades, _ATL2, _ATHeartbeats, _ATSubscriptions])
+# strict=False lets msgspec parse the book's decimal strings as floats in C; a level that does
+# not parse makes the frame malformed (logged, counted, skipped) rather than half-applied
+_AT_DECODER = msgspec.json.Decoder(Union[_ATMarketTrades, _ATL2, _ATHeartbeats, _ATSubscriptions], strict=False)
 
 
 def _price_size(price_text: str, size_text: str) -> tuple[float, float]:
@@ -239,8 +241,10 @@ class CoinbaseAdvanced(Normaliser):
             return
         rows = self.book
         for level in event.updates:
+            price, size = level.price_level, level.new_quantity
             try:
-                price, size = _price_size(level.price_level, level.new_quantity)
+                if not (0.0 < price < INF and 0.0 <= size < INF):
+                    raise ValueError(f"price {price!r} size {size!r}")
                 side = _BOOK_SIDE[level.side]
                 ts = iso_to_ns(level.event_time) if level.event_time else frame_ts
             except (ValueError, KeyError) as exc:
@@ -269,14 +273,14 @@ class _EXLastMatch(_EXMatch, tag="last_match"):
 
 class _EXSnapshot(msgspec.Struct, tag_field="type", tag="snapshot"):
     product_id: str
-    bids: list[tuple[str, str]]
-    asks: list[tuple[str, str]]
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
 
 
 class _EXL2Update(msgspec.Struct, tag_field="type", tag="l2update"):
     product_id: str
     time: str
-    changes: list[tuple[str, str, str]]
+    changes: list[tuple[str, float, float]]
 
 
 class _EXHeartbeat(msgspec.Struct, tag_field="type", tag="heartbeat"):
@@ -290,7 +294,8 @@ class _EXSubscriptions(msgspec.Struct, tag_field="type", tag="subscriptions"):
     channels: list[msgspec.Raw] = []
 
 
-_EX_DECODER = msgspec.json.Decoder(Union[_EXMatch, _EXLastMatch, _EXSnapshot, _EXL2Update, _EXHeartbeat, _EXSubscriptions])
+_EX_DECODER = msgspec.json.Decoder(
+    Union[_EXMatch, _EXLastMatch, _EXSnapshot, _EXL2Update, _EXHeartbeat, _EXSubscriptions], strict=False)
 
 
 class CoinbaseExchange(Normaliser):
@@ -397,11 +402,9 @@ class CoinbaseExchange(Normaliser):
         self._book_ready.add(symbol)
         rows = self.book
         for side, levels in (("bid", snap.bids), ("ask", snap.asks)):
-            for price_text, size_text in levels:
-                try:
-                    price, size = _price_size(price_text, size_text)
-                except ValueError as exc:
-                    self._bad_value(frame, str(exc))
+            for price, size in levels:
+                if not (0.0 < price < INF and 0.0 <= size < INF):
+                    self._bad_value(frame, f"price {price!r} size {size!r}")
                     continue
                 # the snapshot carries no time: its receive time is the best event time there is
                 rows.add(recv_ns, recv_ns, symbol, side, price, size, True, None)
@@ -420,16 +423,10 @@ class CoinbaseExchange(Normaliser):
             return
         add = self.book.add
         added = 0
-        for side_text, price_text, size_text in up.changes:
-            try:
-                price = float(price_text)
-                size = float(size_text)
-                side = _BOOK_SIDE[side_text]
-            except (ValueError, KeyError) as exc:
-                self._bad_value(frame, str(exc))
-                continue
-            if not (0.0 < price < INF and 0.0 <= size < INF):
-                self._bad_value(frame, f"price {price_text!r} size {size_text!r}")
+        for side_text, price, size in up.changes:
+            side = _BOOK_SIDE.get(side_text)
+            if side is None or not (0.0 < price < INF and 0.0 <= size < INF):
+                self._bad_value(frame, f"side {side_text!r} price {price!r} size {size!r}")
                 continue
             add(ts, recv_ns, symbol, side, price, size, False, None)
             added += 1
