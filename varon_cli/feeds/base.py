@@ -122,6 +122,7 @@ class Normaliser(abc.ABC):
         self.funding = FundingRows(self.venue)
         self.requests: list[Request] = []
         self._recent: dict[str, RecentIds] = {}
+        self._last_trade_id: dict[str, int] = {}
         self._last_frame_ns = 0
         self._watermark_ns = 0
         self._anchor_ts = 0  # latest event time emitted ...
@@ -215,6 +216,16 @@ class Normaliser(abc.ABC):
         if recent.add(key):
             return True
         self.stats.duplicates += 1
+        return False
+
+    def _trade_id_gap(self, symbol: str, number: int) -> bool:
+        """Follow a venue's contiguous per-product trade ids; True (logged, counted) when some were skipped."""
+        last = self._last_trade_id.get(symbol)
+        if last is None or number > last:
+            self._last_trade_id[symbol] = number
+        if last is not None and number > last + 1:
+            self._trade_gap(symbol, number - last - 1, f"trade {number} after {last}")
+            return True
         return False
 
     def _malformed(self, frame: bytes | str, why: str) -> None:

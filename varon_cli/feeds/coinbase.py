@@ -95,13 +95,14 @@ class _ATSubscriptions(msgspec.Struct, tag_field="channel", tag="subscriptions")
 _AT_DECODER = msgspec.json.Decoder(Union[_ATMarketTrades, _ATL2, _ATHeartbeats, _ATSubscriptions], strict=False)
 
 
-def _price_size(price_text: str, size_text: str) -> tuple[float, float]:
+def _trade_values(price_text: str, size_text: str, time_text: str, maker_side: str) -> tuple[int, float, float, str]:
+    """(ts, price, size, taker side) of a Coinbase trade; ValueError/KeyError when a field is bad."""
     price, size = float(price_text), float(size_text)
     if not 0.0 < price < INF:
         raise ValueError(f"price {price_text!r}")
     if not 0.0 <= size < INF:
         raise ValueError(f"size {size_text!r}")
-    return price, size
+    return iso_to_ns(time_text), price, size, _TAKER_FROM_MAKER[maker_side]
 
 
 def _int_id(trade_id: str) -> int | None:
@@ -123,7 +124,6 @@ class CoinbaseAdvanced(Normaliser):
         self._symbol_set = set(self.symbols)
         self._last_seq: int | None = None
         self._last_heartbeat: int | None = None
-        self._last_trade_id: dict[str, int] = {}
         self._book_ready: set[str] = set()
 
     def subscribe_messages(self) -> list[str]:
@@ -202,27 +202,17 @@ class CoinbaseAdvanced(Normaliser):
                 self._unknown(frame, f"product {symbol!r}")
                 continue
             try:
-                price, size = _price_size(t.price, t.size)
-                ts = iso_to_ns(t.time)
-                side = _TAKER_FROM_MAKER[t.side]
+                ts, price, size, side = _trade_values(t.price, t.size, t.time, t.side)
             except (ValueError, KeyError) as exc:
                 self._bad_value(frame, str(exc))
                 continue
             if not self._first_sighting(symbol, t.trade_id):
                 continue
-            self._check_trade_id(symbol, t.trade_id)
+            number = _int_id(t.trade_id)
+            if number is not None:
+                self._trade_id_gap(symbol, number)
             rows.add(ts, recv_ns, symbol, t.trade_id, price, size, side, seq)
             self.stats.trades += 1
-
-    def _check_trade_id(self, symbol: str, trade_id: str) -> None:
-        number = _int_id(trade_id)
-        if number is None:
-            return
-        last = self._last_trade_id.get(symbol)
-        if last is not None and number > last + 1:
-            self._trade_gap(symbol, number - last - 1, f"trade {number} after {last}")
-        if last is None or number > last:
-            self._last_trade_id[symbol] = number
 
     def _on_book(self, event: _ATBookEvent, msg: _ATL2, recv_ns: int, frame: bytes | str) -> None:
         symbol = event.product_id
@@ -311,7 +301,6 @@ class CoinbaseExchange(Normaliser):
     def __init__(self, symbols: list[str], channels: frozenset[str], watermark_delay_ns: int = 1_000_000_000) -> None:
         super().__init__(symbols, channels, watermark_delay_ns)
         self._symbol_set = set(self.symbols)
-        self._last_trade_id: dict[str, int] = {}
         self._last_sequence: dict[str, int] = {}
         self._book_ready: set[str] = set()
 
@@ -364,21 +353,15 @@ class CoinbaseExchange(Normaliser):
             return
         self._last_sequence[symbol] = m.sequence
         try:
-            price, size = _price_size(m.price, m.size)
-            ts = iso_to_ns(m.time)
-            side = _TAKER_FROM_MAKER[m.side]
+            ts, price, size, side = _trade_values(m.price, m.size, m.time, m.side)
         except (ValueError, KeyError) as exc:
             self._bad_value(frame, str(exc))
             return
         trade_id = m.trade_id
         if not self._first_sighting(symbol, trade_id):
             return
-        last = self._last_trade_id.get(symbol)
-        if last is not None and trade_id > last + 1:
-            self._trade_gap(symbol, trade_id - last - 1, f"trade {trade_id} after {last}")
-            self._refresh(symbol, f"trade {trade_id} after {last}")
-        if last is None or trade_id > last:
-            self._last_trade_id[symbol] = trade_id
+        if self._trade_id_gap(symbol, trade_id):
+            self._refresh(symbol, f"trade {trade_id} skipped ids")
         self.trades.add(ts, recv_ns, symbol, str(trade_id), price, size, side, m.sequence)
         self.stats.trades += 1
 
