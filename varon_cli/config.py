@@ -102,6 +102,114 @@ class CollectConfig:
             raise ConfigError(f"collect.buffer_rows = {self.buffer_rows}: must be at least 1000")
 
 
+MAX_LEVERAGE = 50.0  # no configuration may allow more, whatever the venue
+
+
+def _fraction(value: float, key: str, low: float = 0.0, high: float = 1.0, low_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} = {value!r}: expected a number")
+    ok = (low < value if low_open else low <= value) and value <= high
+    if not ok or value != value:
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"{key} = {value!r}: must be in {bracket}{low:g}, {high:g}]")
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Limits the executor enforces whatever a signal asks (DESIGN principle 6)."""
+
+    # Margin a strategy may commit, as a fraction of account equity (target 1.0 uses all of it).
+    strategy_exposure: float = 0.2
+    # Margin all strategies together may commit, as a fraction of account equity.
+    account_exposure: float = 1.0
+    # Leverage caps: overall, and per asset ("BTC-USD" = 10). Never above the venue's maximum or 50x.
+    max_leverage: float = 3.0
+    asset_leverage: dict = field(default_factory=dict)
+    # Per-strategy limits under the account's: [risk.strategies.ema-cross] exposure = 0.1, max_leverage = 2
+    strategies: dict = field(default_factory=dict)
+    # Every position gets a stop: the signal's price, else this fraction away from the entry.
+    default_stop_loss: float = 0.02
+    # Take profit when the signal gives none: a fraction away from the entry; 0 = none.
+    default_take_profit: float = 0.0
+    # Loss over the UTC day (fraction of the day's starting equity) that trips the daily breaker.
+    daily_loss_limit: float = 0.05
+    # Close every position when the daily breaker trips (otherwise only new entries stop).
+    flatten_on_breaker: bool = False
+    # Drawdown from the equity peak that trips the drawdown breaker (stays until `varon execute reset`).
+    max_drawdown: float = 0.25
+    # Orders per minute across the account.
+    max_orders_per_minute: int = 120
+    # Orders below this notional (quote currency) are refused; Hyperliquid's minimum is $10.
+    min_order_notional: float = 10.0
+    # Signals older than this (against the executor's clock) are refused.
+    max_signal_age: str = "2m"
+    # Signals stamped further in the future than this are refused.
+    max_clock_skew: str = "5s"
+
+    def __post_init__(self) -> None:
+        _fraction(self.strategy_exposure, "risk.strategy_exposure")
+        _fraction(self.account_exposure, "risk.account_exposure")
+        if not 1.0 <= self.max_leverage <= MAX_LEVERAGE:
+            raise ConfigError(f"risk.max_leverage = {self.max_leverage!r}: must be in [1, {MAX_LEVERAGE:g}]")
+        for symbol, lev in self.asset_leverage.items():
+            if isinstance(lev, bool) or not isinstance(lev, (int, float)) or not 1.0 <= lev <= MAX_LEVERAGE:
+                raise ConfigError(f"risk.asset_leverage.{symbol} = {lev!r}: must be in [1, {MAX_LEVERAGE:g}]")
+        for name, limits in self.strategies.items():
+            if not isinstance(limits, dict) or set(limits) - {"exposure", "max_leverage"}:
+                raise ConfigError(f"risk.strategies.{name}: expected a table with exposure and/or max_leverage")
+            if "exposure" in limits:
+                _fraction(limits["exposure"], f"risk.strategies.{name}.exposure")
+            lev = limits.get("max_leverage", 1.0)
+            if isinstance(lev, bool) or not isinstance(lev, (int, float)) or not 1.0 <= lev <= MAX_LEVERAGE:
+                raise ConfigError(f"risk.strategies.{name}.max_leverage = {lev!r}: must be in [1, {MAX_LEVERAGE:g}]")
+        _fraction(self.default_stop_loss, "risk.default_stop_loss", high=0.5)
+        _fraction(self.default_take_profit, "risk.default_take_profit", high=10.0, low_open=False)
+        _fraction(self.daily_loss_limit, "risk.daily_loss_limit")
+        _fraction(self.max_drawdown, "risk.max_drawdown")
+        if self.max_orders_per_minute < 1:
+            raise ConfigError(f"risk.max_orders_per_minute = {self.max_orders_per_minute}: must be at least 1")
+        if not self.min_order_notional >= 0:
+            raise ConfigError(f"risk.min_order_notional = {self.min_order_notional!r}: must be >= 0")
+        for key in ("max_signal_age", "max_clock_skew"):
+            value = getattr(self, key)
+            _validated(lambda: parse_duration(value, key), f"risk.{key}", value)
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """The simulated venue: costs as on Hyperliquid's base tier (../shared/reference/protocols.md 4f-4h)."""
+
+    initial_equity: float = 10_000.0
+    taker_fee: float = 0.00045
+    maker_fee: float = 0.00015
+    # Market orders fill this far beyond the first price after the decision (basis points).
+    slippage_bps: float = 1.0
+    # Hourly funding rate when no funding stream is given (Hyperliquid's interest-only rate).
+    funding_rate: float = 0.0000125
+    # The venue's leverage limit per asset; assets not listed get default_max_leverage.
+    default_max_leverage: float = 20.0
+    max_leverage: dict = field(default_factory=lambda: {"BTC-USD": 40.0, "ETH-USD": 25.0, "SOL-USD": 20.0})
+
+    def __post_init__(self) -> None:
+        if not self.initial_equity > 0:
+            raise ConfigError(f"paper.initial_equity = {self.initial_equity!r}: must be positive")
+        for key in ("taker_fee", "maker_fee"):
+            _fraction(getattr(self, key), f"paper.{key}", low=-0.001, high=0.01, low_open=False)
+        if not 0 <= self.slippage_bps <= 1000:
+            raise ConfigError(f"paper.slippage_bps = {self.slippage_bps!r}: must be in [0, 1000]")
+        if not -0.04 <= self.funding_rate <= 0.04:
+            raise ConfigError(f"paper.funding_rate = {self.funding_rate!r}: Hyperliquid caps funding at 4% an hour")
+        for symbol, lev in {"default": self.default_max_leverage, **self.max_leverage}.items():
+            if isinstance(lev, bool) or not isinstance(lev, (int, float)) or not 1.0 <= lev <= MAX_LEVERAGE:
+                raise ConfigError(f"paper.max_leverage.{symbol} = {lev!r}: must be in [1, {MAX_LEVERAGE:g}]")
+
+
+@dataclass(frozen=True)
+class ExecuteConfig:
+    # Where executors keep state, the audit log and the kill file.
+    state_dir: str = ".varon/state"
+
+
 @dataclass(frozen=True)
 class DbConfig:
     # PostgreSQL DSN; empty means the embedded store (Parquet + DuckDB).
@@ -114,6 +222,9 @@ class VaronConfig:
     bars: BarsConfig = field(default_factory=BarsConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     db: DbConfig = field(default_factory=DbConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +316,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         else:
             if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = str(value)  # lateness = 0, VARON_BARS__LATENESS=0
+            if isinstance(default, float) and type(value) is int:
+                value = float(value)  # max_leverage = 3
             if type(value) is not type(default):
                 raise ConfigError(f"{path} = {value!r}: expected a {type(default).__name__}")
             kwargs[key] = value

@@ -136,8 +136,12 @@ SIGNALS = _kind(
         ("leverage", pa.float64(), "requested leverage (capped by the risk engine)"),
         ("stop_loss", pa.float64(), "stop-loss price, NaN for the configured default"),
         ("take_profit", pa.float64(), "take-profit price, NaN for none"),
-        ("price", pa.float64(), "reference price at decision time"),
+        ("price", pa.float64(), "reference price at decision time: the close of the bar"),
         ("model_id", pa.string(), "model identifier, null for rule strategies"),
+        ("venue", pa.string(), "venue of the bar the decision was made on"),
+        ("bar_open", pa.float64(), "open of that bar"),
+        ("bar_high", pa.float64(), "high of that bar"),
+        ("bar_low", pa.float64(), "low of that bar"),
     ],
 )
 
@@ -214,7 +218,9 @@ def contract_markdown() -> str:
         "",
         "Deviations from ../shared/DESIGN.md: `bars` adds `partial` (bool); `features` adds `warmup` (bool);",
         "`trade_id` is a string (venues use integers and UUIDs); `funding` is a kind DESIGN.md names",
-        "as an output of `collect hyperliquid` without columns, declared here.",
+        "as an output of `collect hyperliquid` without columns, declared here; `signals` add `venue` and the",
+        "bar's `bar_open`, `bar_high`, `bar_low` (`price` is its close) so that an executor's paper venue",
+        "fills at the first price after a decision and triggers stops on the bar's range, live as in a backtest.",
         "",
     ]
     for kind in KINDS.values():
