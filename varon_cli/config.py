@@ -137,6 +137,8 @@ class RiskConfig:
     flatten_on_breaker: bool = False
     # Drawdown from the equity peak that trips the drawdown breaker (stays until `varon execute reset`).
     max_drawdown: float = 0.25
+    # Target changes smaller than this fraction of the position send no order (no churn on equity drift).
+    rebalance_band: float = 0.05
     # Orders per minute across the account.
     max_orders_per_minute: int = 120
     # Orders below this notional (quote currency) are refused; Hyperliquid's minimum is $10.
@@ -166,6 +168,7 @@ class RiskConfig:
         _fraction(self.default_take_profit, "risk.default_take_profit", high=10.0, low_open=False)
         _fraction(self.daily_loss_limit, "risk.daily_loss_limit")
         _fraction(self.max_drawdown, "risk.max_drawdown")
+        _fraction(self.rebalance_band, "risk.rebalance_band", high=0.5, low_open=False)
         if self.max_orders_per_minute < 1:
             raise ConfigError(f"risk.max_orders_per_minute = {self.max_orders_per_minute}: must be at least 1")
         if not self.min_order_notional >= 0:
@@ -180,6 +183,8 @@ class PaperConfig:
     """The simulated venue: costs as on Hyperliquid's base tier (../shared/reference/protocols.md 4f-4h)."""
 
     initial_equity: float = 10_000.0
+    # Symbols the paper venue lists; a signal for any other is refused.
+    symbols: list = field(default_factory=lambda: ["BTC-USD", "ETH-USD", "SOL-USD", "BTC-USDT", "ETH-USDT"])
     taker_fee: float = 0.00045
     maker_fee: float = 0.00015
     # Market orders fill this far beyond the first price after the decision (basis points).

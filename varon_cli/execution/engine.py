@@ -1,0 +1,294 @@
+"""The executor as a library: signals in, orders, fills and equity out, the same for backtests and live.
+
+`Executor` owns the names (strategies, the venue's symbols), the parameters
+from `[risk]` and `[paper]`, and the kernel's state arrays; `process` runs the
+compiled kernel (kernel.step) over a batch of signals and turns its events into
+the orders, fills and equity streams of the contract. The state round-trips
+through a plain dict so a restarted executor continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from varon_cli.config import MAX_LEVERAGE, PaperConfig, RiskConfig
+from varon_cli.execution import kernel as K
+from varon_cli.intervals import parse_duration
+from varon_cli.schemas import EQUITY, FILLS, ORDERS, TS
+
+log = logging.getLogger("varon.execute")
+CHUNK_ROWS = 1 << 16
+
+
+def cloid_for(strategy: str, symbol: str, bar_ns: int, what: str = "order") -> str:
+    """A client order id derived from the intent (strategy, symbol, decision bar): the same decision, the same id."""
+    digest = hashlib.blake2b(f"{strategy}|{symbol}|{bar_ns}|{what}".encode(), digest_size=16).hexdigest()
+    return "0x" + digest
+
+
+@dataclass
+class ExecOutput:
+    """What one call produced: the three streams, and the events for the audit log."""
+
+    orders: pa.Table
+    fills: pa.Table
+    equity: pa.Table
+    events: list[dict] = field(default_factory=list)
+
+
+def _empty(kind) -> pa.Table:  # noqa: ANN001
+    return kind.schema_with().empty_table()
+
+
+class Executor:
+    """Risk engine + paper venue over the kernel's arrays."""
+
+    def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int) -> None:
+        self.risk = risk
+        self.paper = paper
+        self.interval_ns = interval_ns
+        self.symbols = list(paper.symbols)
+        self._symbol_index = {s: i for i, s in enumerate(self.symbols)}
+        self.strategies: list[str] = []
+        self.params = np.zeros(K.N_PARAMS)
+        p = self.params
+        p[K.P_TAKER] = paper.taker_fee
+        p[K.P_SLIP] = paper.slippage_bps / 10_000
+        p[K.P_FUNDING] = paper.funding_rate
+        p[K.P_ACCOUNT_EXPOSURE] = risk.account_exposure
+        p[K.P_DEFAULT_SL] = risk.default_stop_loss
+        p[K.P_DEFAULT_TP] = risk.default_take_profit
+        p[K.P_DAILY_LOSS] = risk.daily_loss_limit
+        p[K.P_FLATTEN] = 1.0 if risk.flatten_on_breaker else 0.0
+        p[K.P_MAX_DD] = risk.max_drawdown
+        p[K.P_MIN_NOTIONAL] = risk.min_order_notional
+        p[K.P_MAX_AGE] = parse_duration(risk.max_signal_age, "max_signal_age")
+        p[K.P_MAX_SKEW] = parse_duration(risk.max_clock_skew, "max_clock_skew")
+        p[K.P_INTERVAL] = interval_ns
+        p[K.P_WINDOW] = risk.max_orders_per_minute
+        p[K.P_REBALANCE] = risk.rebalance_band
+        self.state = K.new_state(0, len(self.symbols), paper.initial_equity, risk.max_orders_per_minute)
+        sym_f = self.state["sym_f"]
+        for i, symbol in enumerate(self.symbols):
+            venue_max = float(paper.max_leverage.get(symbol, paper.default_max_leverage))
+            cap = float(risk.asset_leverage.get(symbol, risk.max_leverage))
+            sym_f[i, K.MAX_LEV] = min(cap, risk.max_leverage, venue_max, MAX_LEVERAGE)
+            sym_f[i, K.MMR] = 0.5 / venue_max  # maintenance margin: half the initial margin at maximum leverage
+        self.counts: Counter[str] = Counter()
+
+    # -- names ---------------------------------------------------------------------------------------
+    def strategy_index(self, name: str) -> int:
+        """The index of a strategy, adding its slots (and its limits) the first time it is seen."""
+        try:
+            return self.strategies.index(name)
+        except ValueError:
+            pass
+        st = self.state
+        n_sym = len(self.symbols)
+        slot_f = np.zeros((n_sym, K.SLOT_F))
+        slot_f[:, K.STOP] = slot_f[:, K.TP] = np.nan
+        slot_i = np.full((n_sym, K.SLOT_I), -1, np.int64)
+        slot_i[:, K.PEND_SEQ] = 0
+        st["slot_f"] = np.vstack([st["slot_f"], slot_f])
+        st["slot_i"] = np.vstack([st["slot_i"], slot_i])
+        limits = self.risk.strategies.get(name, {})
+        row = np.zeros((1, K.STRAT_F))
+        row[0, K.EXPOSURE] = float(limits.get("exposure", self.risk.strategy_exposure))
+        row[0, K.STRAT_MAX_LEV] = min(float(limits.get("max_leverage", self.risk.max_leverage)), self.risk.max_leverage)
+        st["strat_f"] = np.vstack([st["strat_f"], row])
+        self.strategies.append(name)
+        return len(self.strategies) - 1
+
+    # -- processing ----------------------------------------------------------------------------------
+    def process(self, batch: pa.RecordBatch | pa.Table, now_ns: int | None = None) -> ExecOutput:
+        """Run a batch of signals through the risk engine and the paper venue.
+
+        `now_ns` is the executor's clock for stale/future checks (live: wall time
+        at receipt); None uses each signal's own time (backtests, replays).
+        """
+        n = batch.num_rows
+        if n == 0:
+            return ExecOutput(_empty(ORDERS), _empty(FILLS), _empty(EQUITY))
+        names = batch.column("strategy")
+        names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
+        encoded = names.dictionary_encode()
+        k_map = np.array([self.strategy_index(str(v)) for v in encoded.dictionary.to_pylist()], np.int64)
+        k_idx = k_map[encoded.indices.to_numpy(zero_copy_only=False)]
+        symbols = batch.column("symbol")
+        symbols = symbols.combine_chunks() if isinstance(symbols, pa.ChunkedArray) else symbols
+        sym_enc = symbols.dictionary_encode()
+        s_map = np.array([self._symbol_index.get(str(v), -1) for v in sym_enc.dictionary.to_pylist()], np.int64)
+        s_idx = s_map[sym_enc.indices.to_numpy(zero_copy_only=False)]
+
+        def f64(name: str) -> np.ndarray:
+            return np.ascontiguousarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+        def i64(name: str) -> np.ndarray:
+            return np.ascontiguousarray(batch.column(name).cast(pa.int64()).to_numpy(zero_copy_only=False))
+
+        ts, bar_ts = i64("ts"), i64("bar_ts")
+        now = ts if now_ns is None else np.full(n, now_ns, np.int64)
+        args = (ts, now, bar_ts, k_idx, s_idx, f64("target"), f64("leverage"), f64("stop_loss"), f64("take_profit"),
+                f64("bar_open"), f64("bar_high"), f64("bar_low"), f64("price"))
+        ev_parts_i, ev_parts_f, eq_parts_i, eq_parts_f = [], [], [], []
+        st = self.state
+        start = 0
+        worst = 2 * st["slot_f"].shape[0] + 8
+        while start < n:
+            rows = min(n - start, CHUNK_ROWS)
+            ev_i = np.empty((rows * 2 + worst * 4, K.EV_I), np.int64)
+            ev_f = np.empty((rows * 2 + worst * 4, K.EV_F))
+            eq_i = np.empty((rows, 3), np.int64)
+            eq_f = np.empty((rows, 5))
+            nxt, n_ev, n_eq = K.step(st["acct_f"], st["acct_i"], st["slot_f"], st["slot_i"], st["sym_f"],
+                                     st["sym_bar"], st["strat_f"], st["ring"], self.params, *args, start,
+                                     ev_i, ev_f, eq_i, eq_f)
+            if nxt == start:
+                raise RuntimeError("executor kernel made no progress")  # a sizing bug, never bad input
+            start = nxt
+            ev_parts_i.append(ev_i[:n_ev])
+            ev_parts_f.append(ev_f[:n_ev])
+            eq_parts_i.append(eq_i[:n_eq])
+            eq_parts_f.append(eq_f[:n_eq])
+        ev_i = np.concatenate(ev_parts_i) if ev_parts_i else np.empty((0, K.EV_I), np.int64)
+        ev_f = np.concatenate(ev_parts_f) if ev_parts_f else np.empty((0, K.EV_F))
+        eq_i, eq_f = np.concatenate(eq_parts_i), np.concatenate(eq_parts_f)
+        return self._outputs(ev_i, ev_f, eq_i, eq_f)
+
+    def flatten(self, ts_ns: int, reason: int = K.R_KILL) -> ExecOutput:
+        """Cancel every pending order and close every position at the last price (kill switch)."""
+        st = self.state
+        size = st["slot_f"].shape[0] * 2 + 4
+        ev_i, ev_f = np.empty((size, K.EV_I), np.int64), np.empty((size, K.EV_F))
+        n = K.flatten(st["acct_f"], st["slot_f"], st["sym_f"], st["strat_f"], self.params, ev_i, ev_f, ts_ns, reason)
+        return self._outputs(ev_i[:n], ev_f[:n], np.empty((0, 3), np.int64), np.empty((0, 5)))
+
+    def cancel_pending(self, ts_ns: int) -> ExecOutput:
+        """End of input: orders that never saw a next price are cancelled, not filled."""
+        st = self.state
+        rows = []
+        for j in np.flatnonzero(st["slot_f"][:, K.PEND] != 0.0):
+            k, s = divmod(int(j), len(self.symbols))
+            rows.append([K.EV_CANCEL, ts_ns, k, s, K.R_END, int(st["slot_i"][j, K.PEND_BAR]),
+                         int(st["slot_i"][j, K.PEND_SEQ])])
+            st["slot_f"][j, K.PEND] = 0.0
+        ev_i = np.array(rows, np.int64).reshape(-1, K.EV_I)
+        return self._outputs(ev_i, np.zeros((len(rows), K.EV_F)), np.empty((0, 3), np.int64), np.empty((0, 5)))
+
+    # -- account views -------------------------------------------------------------------------------
+    @property
+    def equity(self) -> float:
+        return float(self.state["acct_f"][K.EQUITY])
+
+    @property
+    def breakers(self) -> dict[str, bool]:
+        a = self.state["acct_f"]
+        return {"daily": bool(a[K.DAILY_TRIPPED]), "drawdown": bool(a[K.DD_TRIPPED]), "killed": bool(a[K.KILLED])}
+
+    def reset_breakers(self) -> None:
+        a = self.state["acct_f"]
+        a[K.DAILY_TRIPPED] = a[K.DD_TRIPPED] = a[K.KILLED] = 0.0
+        a[K.PEAK] = a[K.EQUITY]
+        a[K.DAY_START] = a[K.EQUITY]
+
+    def engage_kill(self) -> None:
+        self.state["acct_f"][K.KILLED] = 1.0
+
+    def positions(self) -> list[dict]:
+        st, out = self.state, []
+        for j in np.flatnonzero(st["slot_f"][:, K.POS] != 0.0):
+            k, s = divmod(int(j), len(self.symbols))
+            row = st["slot_f"][j]
+            out.append({"strategy": self.strategies[k], "symbol": self.symbols[s], "size": float(row[K.POS]),
+                        "entry": float(row[K.ENTRY]), "stop_loss": float(row[K.STOP]),
+                        "take_profit": float(row[K.TP]), "leverage": float(row[K.LEV])})
+        return out
+
+    @property
+    def fees(self) -> float:
+        return float(self.state["acct_f"][K.FEES])
+
+    @property
+    def funding(self) -> float:
+        return float(self.state["acct_f"][K.FUNDING])
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"strategies": list(self.strategies), "symbols": list(self.symbols),
+                "arrays": {name: {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.ravel().tolist()}
+                           for name, a in self.state.items()},
+                "counts": dict(self.counts)}
+
+    def load_state_dict(self, data: dict) -> None:
+        if data.get("symbols") != self.symbols:
+            from varon_cli.errors import ConfigError
+
+            raise ConfigError("saved executor state lists other venue symbols than paper.symbols; "
+                              "use a new state directory or restore the config")
+        self.strategies = list(data["strategies"])
+        self.state = {name: np.array(a["data"], dtype=a["dtype"]).reshape(a["shape"])
+                      for name, a in data["arrays"].items()}
+        self.counts = Counter(data.get("counts", {}))
+
+    # -- events to streams ---------------------------------------------------------------------------
+    def _outputs(self, ev_i: np.ndarray, ev_f: np.ndarray, eq_i: np.ndarray, eq_f: np.ndarray) -> ExecOutput:
+        orders, fills, events = [], [], []
+        for row_i, row_f in zip(ev_i.tolist(), ev_f.tolist()):
+            kind, ts, k, s, reason, bar, seq = row_i
+            side, size, price, fee, value = row_f
+            strategy = self.strategies[k] if k >= 0 else ""
+            symbol = self.symbols[s] if s >= 0 else ""
+            text = K.REASONS.get(reason, str(reason))
+            self.counts[text] += 1
+            event = {"kind": _EVENT_KIND[kind], "ts": ts, "strategy": strategy, "symbol": symbol, "reason": text,
+                     "bar_ts": bar, "side": side, "size": size, "price": price, "fee": fee, "value": value}
+            if kind in (K.EV_ORDER, K.EV_REJECT, K.EV_CANCEL):
+                cloid = cloid_for(strategy, symbol, bar) if bar >= 0 else ""
+                status = {K.EV_ORDER: "new", K.EV_REJECT: "rejected", K.EV_CANCEL: "cancelled"}[kind]
+                event["cloid"] = cloid
+                orders.append((ts, symbol, cloid, str(seq) if seq else "", _side(side), size, price, 0.0, status,
+                               text, strategy))
+            elif kind == K.EV_FILL:
+                cloid = cloid_for(strategy, symbol, bar) if bar >= 0 else cloid_for(strategy, symbol, ts, text)
+                event["cloid"] = cloid
+                fills.append((ts, symbol, cloid, str(seq) if seq else "", _side(side), size, price, fee, "filled", text,
+                              strategy))
+            if kind == K.EV_REJECT:
+                log.warning("%s %s: %s (target %s)", strategy, symbol or "?", text, value)
+            elif kind == K.EV_BREAKER:
+                log.warning("breaker: %s (equity %.2f)", text, value)
+            events.append(event)
+        return ExecOutput(_table(ORDERS, orders), _table(FILLS, fills), self._equity_table(eq_i, eq_f), events)
+
+    def _equity_table(self, eq_i: np.ndarray, eq_f: np.ndarray) -> pa.Table:
+        schema = EQUITY.schema_with()
+        if len(eq_i) == 0:
+            return schema.empty_table()
+        names = pa.array(self.strategies, pa.string()).take(pa.array(eq_i[:, 1]))
+        return pa.Table.from_arrays([
+            pa.array(eq_i[:, 0], pa.int64()).cast(TS), names, pa.array(eq_f[:, 0]), pa.array(eq_f[:, 1]),
+            pa.array(eq_f[:, 2]), pa.array(eq_f[:, 3])], schema=schema)
+
+
+_EVENT_KIND = {K.EV_ORDER: "order", K.EV_FILL: "fill", K.EV_REJECT: "reject", K.EV_CANCEL: "cancel",
+               K.EV_RISK: "risk", K.EV_BREAKER: "breaker"}
+
+
+def _side(side: float) -> str:
+    return "buy" if side > 0 else ("sell" if side < 0 else "")
+
+
+def _table(kind, rows: list[tuple]) -> pa.Table:  # noqa: ANN001
+    schema = kind.schema_with()
+    if not rows:
+        return schema.empty_table()
+    columns = list(zip(*rows))
+    arrays = [pa.array(columns[0], pa.int64()).cast(TS)] + [pa.array(col, f.type) for col, f in
+                                                             zip(columns[1:], list(schema)[1:])]
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,474 @@
+"""The compiled heart of the executor: risk engine and paper venue in one pass over signals.
+
+One function, `step`, serves the live executor (a batch of one signal) and the
+backtest (hundreds of thousands of signals per call) with the same arithmetic,
+so backtest and live fill the same orders at the same prices (DESIGN principle 3).
+
+Each signal row carries the bar its decision was made on (open, high, low,
+close). The first row of a new bar for a symbol moves that symbol's market:
+
+1. orders decided on the previous bar fill at this bar's open (the first price
+   after the decision, never the decision's own price), plus slippage, paying
+   the taker fee;
+2. stops, take profits and liquidations trigger on the bar's range. When the
+   stop and the take profit are both inside one bar the stop is assumed to have
+   come first (the pessimistic reading of a bar whose path is unknown); a bar
+   opening beyond a trigger fills at the open;
+3. funding is paid at every hour mark the bar crosses, on the position at the
+   close;
+4. equity is marked at the close; the UTC day rolls; breakers are checked.
+
+Then the row's decision goes through the risk engine: field validation, stale
+and future signals, leverage caps, per-strategy and account exposure, reduce-
+only while a breaker or the kill switch is engaged, the order rate limit, the
+minimum order size, and the stop-loss and take-profit sides. An accepted
+decision becomes an order that fills at the next bar's open.
+
+State lives in plain arrays so it can be saved, restored and copied; the
+Python wrapper (`engine.py`) owns names, streams, persistence and the audit log.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# -- account scalars (acct_f) ---------------------------------------------------------------------
+CASH, PEAK, DAY_START, FEES, FUNDING, EQUITY, DAILY_TRIPPED, DD_TRIPPED, KILLED = range(9)
+ACCT_F = 9
+# acct_i
+DAY, SEQ, RING_POS = range(3)
+ACCT_I = 3
+
+# -- per (strategy, symbol) slot (slot_f / slot_i) ---------------------------------------------
+POS, ENTRY, STOP, TP, LEV, PEND, PEND_SL, PEND_TP, PEND_LEV = range(9)
+SLOT_F = 9
+LAST_DECIDED, PEND_BAR, PEND_SEQ = range(3)
+SLOT_I = 3
+
+# -- per symbol ----------------------------------------------------------------------------------
+LAST_CLOSE, MAX_LEV, MMR = range(3)
+SYM_F = 3
+# -- per strategy --------------------------------------------------------------------------------
+EXPOSURE, STRAT_MAX_LEV, PNL = range(3)
+STRAT_F = 3
+
+# -- parameters (params) -------------------------------------------------------------------------
+(P_TAKER, P_SLIP, P_FUNDING, P_ACCOUNT_EXPOSURE, P_DEFAULT_SL, P_DEFAULT_TP, P_DAILY_LOSS, P_FLATTEN,
+ P_MAX_DD, P_MIN_NOTIONAL, P_MAX_AGE, P_MAX_SKEW, P_INTERVAL, P_WINDOW, P_REBALANCE) = range(15)
+N_PARAMS = 15
+
+# -- events --------------------------------------------------------------------------------------
+EV_ORDER, EV_FILL, EV_REJECT, EV_CANCEL, EV_RISK, EV_BREAKER = 1, 2, 3, 4, 5, 6
+# ev_i columns
+E_KIND, E_TS, E_K, E_S, E_REASON, E_BAR, E_SEQ = range(7)
+EV_I = 7
+# ev_f columns
+E_SIDE, E_SIZE, E_PRICE, E_FEE, E_VALUE = range(5)
+EV_F = 5
+
+# reasons
+R_ENTRY, R_REDUCE, R_FLIP, R_STOP, R_TP, R_LIQ, R_FLATTEN, R_KILL, R_EXIT = 0, 1, 2, 3, 4, 5, 6, 7, 8
+R_BAD_TARGET, R_BAD_LEVERAGE, R_STALE, R_FUTURE, R_BAD_PRICE, R_BAD_STOP, R_BAD_TP = 20, 21, 22, 23, 24, 25, 26
+R_RATE_LIMIT, R_BELOW_MIN, R_BREAKER, R_OLD_BAR, R_DUPLICATE, R_UNKNOWN_SYMBOL, R_END = 27, 28, 29, 30, 31, 32, 33
+R_CLIP_LEVERAGE, R_CLIP_EXPOSURE = 40, 41
+R_DAILY, R_DRAWDOWN, R_DAY_RESET = 50, 51, 52
+
+REASONS = {
+    R_ENTRY: "entry", R_REDUCE: "reduce", R_FLIP: "flip", R_STOP: "stop_loss", R_TP: "take_profit",
+    R_LIQ: "liquidation", R_FLATTEN: "breaker_flatten", R_KILL: "kill_switch", R_EXIT: "exit",
+    R_BAD_TARGET: "rejected: target NaN or outside -1..1", R_BAD_LEVERAGE: "rejected: leverage not positive",
+    R_STALE: "rejected: signal older than risk.max_signal_age", R_FUTURE: "rejected: signal from the future",
+    R_BAD_PRICE: "rejected: bar prices missing or not positive",
+    R_BAD_STOP: "rejected: stop loss on the wrong side of the price",
+    R_BAD_TP: "rejected: take profit on the wrong side of the price",
+    R_RATE_LIMIT: "rejected: order rate limit", R_BELOW_MIN: "rejected: below the minimum order size",
+    R_BREAKER: "rejected: breaker engaged, reduce only", R_OLD_BAR: "rejected: bar older than the symbol's last",
+    R_DUPLICATE: "rejected: bar already decided", R_UNKNOWN_SYMBOL: "rejected: symbol not listed by the venue",
+    R_END: "cancelled: end of input",
+    R_CLIP_LEVERAGE: "leverage capped", R_CLIP_EXPOSURE: "size cut to the exposure limit",
+    R_DAILY: "daily loss breaker tripped", R_DRAWDOWN: "drawdown breaker tripped", R_DAY_RESET: "new UTC day",
+}
+
+HOUR_NS = 3_600_000_000_000
+DAY_NS = 86_400_000_000_000
+
+
+def new_state(n_strategies: int, n_symbols: int, initial_equity: float, rate_window: int) -> dict[str, np.ndarray]:
+    """Fresh arrays for an account with `initial_equity` and nothing open."""
+    acct_f = np.zeros(ACCT_F)
+    acct_f[CASH] = acct_f[PEAK] = acct_f[DAY_START] = acct_f[EQUITY] = initial_equity
+    acct_i = np.zeros(ACCT_I, np.int64)
+    acct_i[DAY] = -1
+    slot_f = np.zeros((n_strategies * n_symbols, SLOT_F))
+    slot_f[:, STOP] = slot_f[:, TP] = np.nan
+    slot_i = np.full((n_strategies * n_symbols, SLOT_I), -1, np.int64)
+    slot_i[:, PEND_SEQ] = 0
+    return {
+        "acct_f": acct_f, "acct_i": acct_i, "slot_f": slot_f, "slot_i": slot_i,
+        "sym_f": np.zeros((n_symbols, SYM_F)), "sym_bar": np.full(n_symbols, -1, np.int64),
+        "strat_f": np.zeros((n_strategies, STRAT_F)), "ring": np.full(max(rate_window, 1), -(2 ** 62), np.int64),
+    }
+
+
+@njit(cache=True, inline="always")
+def _emit(ev_i, ev_f, n, kind, ts, k, s, reason, bar, seq, side, size, price, fee, value):
+    ev_i[n, E_KIND] = kind
+    ev_i[n, E_TS] = ts
+    ev_i[n, E_K] = k
+    ev_i[n, E_S] = s
+    ev_i[n, E_REASON] = reason
+    ev_i[n, E_BAR] = bar
+    ev_i[n, E_SEQ] = seq
+    ev_f[n, E_SIDE] = side
+    ev_f[n, E_SIZE] = size
+    ev_f[n, E_PRICE] = price
+    ev_f[n, E_FEE] = fee
+    ev_f[n, E_VALUE] = value
+    return n + 1
+
+
+@njit(cache=True)
+def _trade(acct_f, slot_f, strat_f, j, k, delta, price, fee):
+    """Apply a fill of signed `delta` at `price` to slot j; returns the realised PnL (fee excluded)."""
+    pos = slot_f[j, POS]
+    realised = 0.0
+    if pos != 0.0 and (pos > 0.0) != (delta > 0.0):
+        closed = min(abs(delta), abs(pos))
+        realised = closed * (price - slot_f[j, ENTRY]) * (1.0 if pos > 0.0 else -1.0)
+    new_pos = pos + delta
+    if abs(new_pos) < 1e-12 * max(1.0, abs(pos)):
+        new_pos = 0.0
+    if new_pos == 0.0:
+        slot_f[j, ENTRY] = 0.0
+        slot_f[j, STOP] = np.nan
+        slot_f[j, TP] = np.nan
+    elif pos == 0.0 or (pos > 0.0) != (new_pos > 0.0):
+        slot_f[j, ENTRY] = price  # opened, or flipped through zero
+    elif abs(new_pos) > abs(pos):
+        slot_f[j, ENTRY] = (slot_f[j, ENTRY] * abs(pos) + price * abs(delta)) / abs(new_pos)
+    slot_f[j, POS] = new_pos
+    acct_f[CASH] += realised - fee
+    acct_f[FEES] += fee
+    strat_f[k, PNL] += realised - fee
+    return realised
+
+
+@njit(cache=True)
+def _equity(acct_f, slot_f, sym_f, n_symbols):
+    total = acct_f[CASH]
+    for j in range(slot_f.shape[0]):
+        pos = slot_f[j, POS]
+        if pos != 0.0:
+            total += pos * (sym_f[j % n_symbols, LAST_CLOSE] - slot_f[j, ENTRY])
+    acct_f[EQUITY] = total
+    return total
+
+
+@njit(cache=True)
+def _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, ts, n_symbols, reason, only_symbol):
+    """Market-close every open position (of one symbol, or all with -1) at the last close, and cancel pending orders."""
+    slip = params[P_SLIP]
+    for j in range(slot_f.shape[0]):
+        s = j % n_symbols
+        k = j // n_symbols
+        if only_symbol >= 0 and s != only_symbol:
+            continue
+        if slot_f[j, PEND] != 0.0:
+            n = _emit(ev_i, ev_f, n, EV_CANCEL, ts, k, s, reason, -1, 0, 0.0, abs(slot_f[j, PEND]), 0.0, 0.0, 0.0)
+            slot_f[j, PEND] = 0.0
+        pos = slot_f[j, POS]
+        if pos != 0.0 and sym_f[s, LAST_CLOSE] > 0.0:
+            side = -1.0 if pos > 0.0 else 1.0
+            price = sym_f[s, LAST_CLOSE] * (1.0 + side * slip)
+            fee = abs(pos) * price * params[P_TAKER]
+            _trade(acct_f, slot_f, strat_f, j, k, -pos, price, fee)
+            n = _emit(ev_i, ev_f, n, EV_FILL, ts, k, s, reason, -1, 0, side, abs(pos), price, fee, 0.0)
+    return n
+
+
+@njit(cache=True)
+def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar_ts, o, h, lo, c,
+            n_symbols, n_strategies):
+    """A new bar for symbol s: pending fills at the open, triggers on the range, funding, mark, breakers."""
+    slip = params[P_SLIP]
+    taker = params[P_TAKER]
+    for k in range(n_strategies):
+        j = k * n_symbols + s
+        delta = slot_f[j, PEND]
+        if delta != 0.0:
+            side = 1.0 if delta > 0.0 else -1.0
+            price = o * (1.0 + side * slip)
+            fee = abs(delta) * price * taker
+            pos = slot_f[j, POS]
+            if pos == 0.0:
+                reason = R_ENTRY
+            elif (pos > 0.0) != (delta > 0.0):
+                reason = R_FLIP if abs(delta) > abs(pos) + 1e-12 * abs(pos) else (R_EXIT if abs(abs(delta) - abs(pos)) <= 1e-12 * abs(pos) else R_REDUCE)
+            else:
+                reason = R_ENTRY
+            _trade(acct_f, slot_f, strat_f, j, k, delta, price, fee)
+            new_pos = slot_f[j, POS]
+            if new_pos != 0.0 and (pos == 0.0 or (pos > 0.0) != (new_pos > 0.0) or abs(new_pos) > abs(pos)):
+                # a new or bigger position: it gets its stop (and take profit) now
+                sign = 1.0 if new_pos > 0.0 else -1.0
+                entry = slot_f[j, ENTRY]
+                sl = slot_f[j, PEND_SL]
+                slot_f[j, STOP] = sl if sl == sl else entry * (1.0 - sign * params[P_DEFAULT_SL])
+                tp = slot_f[j, PEND_TP]
+                if tp == tp:
+                    slot_f[j, TP] = tp
+                elif params[P_DEFAULT_TP] > 0.0:
+                    slot_f[j, TP] = entry * (1.0 + sign * params[P_DEFAULT_TP])
+                else:
+                    slot_f[j, TP] = np.nan
+                slot_f[j, LEV] = slot_f[j, PEND_LEV]
+            n = _emit(ev_i, ev_f, n, EV_FILL, bar_ts, k, s, reason, slot_i[j, PEND_BAR], slot_i[j, PEND_SEQ], side,
+                      abs(delta), price, fee, 0.0)
+            slot_f[j, PEND] = 0.0
+        pos = slot_f[j, POS]
+        if pos == 0.0:
+            continue
+        lev = max(slot_f[j, LEV], 1.0)
+        entry = slot_f[j, ENTRY]
+        mmr = sym_f[s, MMR]
+        if pos > 0.0:
+            liq = entry * (1.0 - 1.0 / lev + mmr)
+            stop = slot_f[j, STOP]
+            trigger, reason = (liq, R_LIQ) if liq >= stop else (stop, R_STOP)
+            hit = lo <= trigger
+            tp = slot_f[j, TP]
+            if hit:
+                price = min(o, trigger)
+                if reason == R_STOP:
+                    price *= 1.0 - slip
+            elif tp == tp and h >= tp:
+                hit = True
+                reason = R_TP
+                price = max(o, tp) * (1.0 - slip)
+        else:
+            liq = entry * (1.0 + 1.0 / lev - mmr)
+            stop = slot_f[j, STOP]
+            trigger, reason = (liq, R_LIQ) if liq <= stop else (stop, R_STOP)
+            hit = h >= trigger
+            tp = slot_f[j, TP]
+            if hit:
+                price = max(o, trigger)
+                if reason == R_STOP:
+                    price *= 1.0 + slip
+            elif tp == tp and lo <= tp:
+                hit = True
+                reason = R_TP
+                price = min(o, tp) * (1.0 + slip)
+        if hit:
+            fee = abs(pos) * price * taker
+            _trade(acct_f, slot_f, strat_f, j, k, -pos, price, fee)
+            n = _emit(ev_i, ev_f, n, EV_FILL, bar_ts, k, s, reason, -1, 0, -1.0 if pos > 0.0 else 1.0, abs(pos),
+                      price, fee, 0.0)
+    # funding at each hour mark the bar crosses, on the position held at the close
+    interval = np.int64(params[P_INTERVAL])
+    marks = (bar_ts + interval) // HOUR_NS - bar_ts // HOUR_NS
+    if marks > 0 and params[P_FUNDING] != 0.0:
+        for k in range(n_strategies):
+            j = k * n_symbols + s
+            pos = slot_f[j, POS]
+            if pos != 0.0:
+                payment = pos * c * params[P_FUNDING] * marks
+                acct_f[CASH] -= payment
+                acct_f[FUNDING] += payment
+                strat_f[k, PNL] -= payment
+    sym_f[s, LAST_CLOSE] = c
+    equity = _equity(acct_f, slot_f, sym_f, n_symbols)
+    close_ts = bar_ts + interval
+    day = close_ts // DAY_NS
+    if day != acct_i[DAY]:
+        acct_i[DAY] = day
+        acct_f[DAY_START] = equity
+        if acct_f[DAILY_TRIPPED] != 0.0:
+            acct_f[DAILY_TRIPPED] = 0.0
+            n = _emit(ev_i, ev_f, n, EV_BREAKER, close_ts, -1, -1, R_DAY_RESET, -1, 0, 0.0, 0.0, 0.0, 0.0, equity)
+    if acct_f[DAILY_TRIPPED] == 0.0 and equity < acct_f[DAY_START] * (1.0 - params[P_DAILY_LOSS]):
+        acct_f[DAILY_TRIPPED] = 1.0
+        n = _emit(ev_i, ev_f, n, EV_BREAKER, close_ts, -1, -1, R_DAILY, -1, 0, 0.0, 0.0, 0.0, 0.0, equity)
+        if params[P_FLATTEN] != 0.0:
+            n = _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, close_ts, n_symbols, R_FLATTEN, -1)
+            equity = _equity(acct_f, slot_f, sym_f, n_symbols)
+    if equity > acct_f[PEAK]:
+        acct_f[PEAK] = equity
+    if acct_f[DD_TRIPPED] == 0.0 and equity < acct_f[PEAK] * (1.0 - params[P_MAX_DD]):
+        acct_f[DD_TRIPPED] = 1.0
+        n = _emit(ev_i, ev_f, n, EV_BREAKER, close_ts, -1, -1, R_DRAWDOWN, -1, 0, 0.0, 0.0, 0.0, 0.0, equity)
+    return n
+
+
+@njit(cache=True)
+def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
+         ts, now, bar_ts, k_idx, s_idx, target, leverage, stop_loss, take_profit, bar_o, bar_h, bar_l, bar_c,
+         start, ev_i, ev_f, eq_i, eq_f):
+    """Process signal rows from `start` until the input or the event buffer ends; returns (next row, events, equity rows).
+
+    The caller sizes the event buffer; a row is only started when room for its worst case is left.
+    """
+    n_symbols = sym_f.shape[0]
+    n_strategies = strat_f.shape[0]
+    worst = 2 * slot_f.shape[0] + 8
+    n = 0
+    m = 0
+    i = start
+    rows = ts.shape[0]
+    window = np.int64(params[P_WINDOW])
+    while i < rows:
+        if ev_i.shape[0] - n < worst or eq_i.shape[0] - m < 1:
+            break
+        s = s_idx[i]
+        k = k_idx[i]
+        bar = bar_ts[i]
+        o, h, lo, c = bar_o[i], bar_h[i], bar_l[i], bar_c[i]
+        if s < 0:
+            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_UNKNOWN_SYMBOL, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
+            i += 1
+            continue
+        j = k * n_symbols + s
+        prices_ok = o > 0.0 and h > 0.0 and lo > 0.0 and c > 0.0 and h >= lo
+        if bar > sym_bar[s]:
+            if prices_ok:
+                n = _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar, o, h, lo, c,
+                            n_symbols, n_strategies)
+                sym_bar[s] = bar
+        elif bar < sym_bar[s]:
+            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_OLD_BAR, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
+            i += 1
+            continue
+        reject = -1
+        tgt = target[i]
+        lev = leverage[i]
+        if bar <= slot_i[j, LAST_DECIDED]:
+            reject = R_DUPLICATE
+        elif not prices_ok:
+            reject = R_BAD_PRICE
+        elif not (tgt >= -1.0 and tgt <= 1.0):
+            reject = R_BAD_TARGET
+        elif lev == lev and not lev > 0.0:
+            reject = R_BAD_LEVERAGE
+        elif now[i] - ts[i] > params[P_MAX_AGE]:
+            reject = R_STALE
+        elif ts[i] - now[i] > params[P_MAX_SKEW]:
+            reject = R_FUTURE
+        if reject >= 0:
+            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, reject, bar, 0, 0.0, 0.0, 0.0, 0.0, tgt)
+        else:
+            slot_i[j, LAST_DECIDED] = bar
+            n = _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, ev_f, n, i, j, k, s,
+                        ts[i], bar, tgt, lev, stop_loss[i], take_profit[i], c, window)
+        eq_i[m, 0] = ts[i]
+        eq_i[m, 1] = k
+        eq_i[m, 2] = s
+        eq_f[m, 0] = acct_f[EQUITY]
+        eq_f[m, 1] = slot_f[j, POS]
+        eq_f[m, 2] = strat_f[k, PNL] + _unrealised(slot_f, sym_f, k, n_symbols)
+        eq_f[m, 3] = 1.0 - acct_f[EQUITY] / acct_f[PEAK] if acct_f[PEAK] > 0.0 else 0.0
+        eq_f[m, 4] = slot_f[j, POS] * sym_f[s, LAST_CLOSE]
+        m += 1
+        i += 1
+    return i, n, m
+
+
+@njit(cache=True)
+def _unrealised(slot_f, sym_f, k, n_symbols):
+    total = 0.0
+    for s in range(n_symbols):
+        j = k * n_symbols + s
+        pos = slot_f[j, POS]
+        if pos != 0.0:
+            total += pos * (sym_f[s, LAST_CLOSE] - slot_f[j, ENTRY])
+    return total
+
+
+@njit(cache=True)
+def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, ev_f, n, i, j, k, s, ts, bar, tgt,
+            lev, sl, tp, c, window):
+    """The risk engine for one accepted decision; may emit an order, a rejection and risk notes."""
+    requested = lev if lev == lev else 1.0
+    cap = min(strat_f[k, STRAT_MAX_LEV], sym_f[s, MAX_LEV])
+    lev = min(requested, cap)
+    if lev < requested:
+        n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_LEVERAGE, bar, 0, 0.0, 0.0, c, 0.0, lev)
+    equity = acct_f[EQUITY]
+    pos = slot_f[j, POS]
+    desired = tgt * strat_f[k, EXPOSURE] * max(equity, 0.0) * lev / c
+    blocked = acct_f[DAILY_TRIPPED] != 0.0 or acct_f[DD_TRIPPED] != 0.0 or acct_f[KILLED] != 0.0
+    if blocked:
+        # reduce only: keep the side, never grow
+        if pos == 0.0 or (desired > 0.0) != (pos > 0.0):
+            limited = 0.0
+        else:
+            limited = desired if abs(desired) < abs(pos) else pos
+        if limited != desired:
+            if limited == pos:
+                return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BREAKER, bar, 0, 0.0, 0.0, c, 0.0, tgt)
+            n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_BREAKER, bar, 0, 0.0, abs(desired - limited), c, 0.0, tgt)
+            desired = limited
+    # account exposure: margin of every other slot plus this one's
+    other = 0.0
+    n_symbols = sym_f.shape[0]
+    for jj in range(slot_f.shape[0]):
+        if jj != j and slot_f[jj, POS] != 0.0:
+            other += abs(slot_f[jj, POS]) * sym_f[jj % n_symbols, LAST_CLOSE] / max(slot_f[jj, LEV], 1.0)
+    room = params[P_ACCOUNT_EXPOSURE] * max(equity, 0.0) - other
+    margin = abs(desired) * c / lev
+    if margin > room + 1e-9 * max(equity, 1.0) and abs(desired) > abs(pos):
+        allowed = max(room, 0.0) * lev / c
+        cut = (1.0 if desired > 0.0 else -1.0) * max(allowed, abs(pos) if (pos > 0.0) == (desired > 0.0) else 0.0)
+        n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
+        desired = cut
+    delta = desired - pos
+    if delta == 0.0:
+        if sl == sl and pos != 0.0:
+            if (pos > 0.0 and sl < c) or (pos < 0.0 and sl > c):
+                slot_f[j, STOP] = sl  # a moved stop on an unchanged position
+        return n
+    closing = desired == 0.0 and pos != 0.0
+    same_side = pos != 0.0 and desired != 0.0 and (pos > 0.0) == (desired > 0.0)
+    if same_side and abs(delta) < params[P_REBALANCE] * abs(pos):
+        return n  # a drift of equity or price, not a new decision: no churn
+    if abs(delta) * c < params[P_MIN_NOTIONAL] and not closing:
+        if same_side:
+            return n
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BELOW_MIN, bar, 0, 0.0, abs(delta), c, 0.0, tgt)
+    if desired != 0.0 and sl == sl and ((desired > 0.0 and sl >= c) or (desired < 0.0 and sl <= c)):
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_STOP, bar, 0, 0.0, abs(delta), c, 0.0, sl)
+    if desired != 0.0 and tp == tp and ((desired > 0.0 and tp <= c) or (desired < 0.0 and tp >= c)):
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_TP, bar, 0, 0.0, abs(delta), c, 0.0, tp)
+    # order rate limit: a ring of the last `window` order times
+    pos_ring = acct_i[RING_POS] % ring.shape[0]
+    if ts - ring[pos_ring] < 60_000_000_000 and not closing:
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_RATE_LIMIT, bar, 0, 0.0, abs(delta), c, 0.0, tgt)
+    ring[pos_ring] = ts
+    acct_i[RING_POS] += 1
+    acct_i[SEQ] += 1
+    slot_f[j, PEND] = delta
+    slot_f[j, PEND_SL] = sl
+    slot_f[j, PEND_TP] = tp
+    slot_f[j, PEND_LEV] = lev
+    slot_i[j, PEND_BAR] = bar
+    slot_i[j, PEND_SEQ] = acct_i[SEQ]
+    if pos == 0.0:
+        reason = R_ENTRY
+    elif desired == 0.0:
+        reason = R_EXIT
+    elif (pos > 0.0) != (desired > 0.0):
+        reason = R_FLIP
+    elif abs(desired) > abs(pos):
+        reason = R_ENTRY
+    else:
+        reason = R_REDUCE
+    return _emit(ev_i, ev_f, n, EV_ORDER, ts, k, s, reason, bar, acct_i[SEQ], 1.0 if delta > 0.0 else -1.0,
+                 abs(delta), c, 0.0, tgt)
+
+
+@njit(cache=True)
+def flatten(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, ts, reason):
+    """Kill switch / manual flatten: cancel every pending order and close every position at the last close."""
+    n = _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, 0, ts, sym_f.shape[0], reason, -1)
+    _equity(acct_f, slot_f, sym_f, sym_f.shape[0])
+    return n
