@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from commands import bars, collect, config, features, signal
+from commands import bars, collect, config, execute, features, signal
 from varon_cli import __version__
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(collect.app, name="collect")
 app.command("bars")(bars.bars)
 app.command("features")(features.features)
 app.command("signal")(signal.signal)
+app.add_typer(execute.app, name="execute")
 app.add_typer(config.app, name="config")
 
 

@@ -40,6 +40,8 @@ class ExecOutput:
     fills: pa.Table
     equity: pa.Table
     events: list[dict] = field(default_factory=list)
+    #: signed position notional at the close, one per equity row (for exposure reports)
+    notional: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _empty(kind) -> pa.Table:  # noqa: ANN001
@@ -246,7 +248,7 @@ class Executor:
             symbol = self.symbols[s] if s >= 0 else ""
             text = K.REASONS.get(reason, str(reason))
             self.counts[text] += 1
-            event = {"kind": _EVENT_KIND[kind], "ts": ts, "strategy": strategy, "symbol": symbol, "reason": text,
+            event = {"event": _EVENT_KIND[kind], "ts": ts, "strategy": strategy, "symbol": symbol, "reason": text,
                      "bar_ts": bar, "side": side, "size": size, "price": price, "fee": fee, "value": value}
             if kind in (K.EV_ORDER, K.EV_REJECT, K.EV_CANCEL):
                 cloid = cloid_for(strategy, symbol, bar) if bar >= 0 else ""
@@ -264,7 +266,8 @@ class Executor:
             elif kind == K.EV_BREAKER:
                 log.warning("breaker: %s (equity %.2f)", text, value)
             events.append(event)
-        return ExecOutput(_table(ORDERS, orders), _table(FILLS, fills), self._equity_table(eq_i, eq_f), events)
+        return ExecOutput(_table(ORDERS, orders), _table(FILLS, fills), self._equity_table(eq_i, eq_f), events,
+                          eq_f[:, 4].copy())
 
     def _equity_table(self, eq_i: np.ndarray, eq_f: np.ndarray) -> pa.Table:
         schema = EQUITY.schema_with()

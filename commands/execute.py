@@ -1,0 +1,57 @@
+"""`varon execute`: signals in, orders and fills out, through the risk engine and a venue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
+from commands.execute_ops import kill, reset
+
+log = logging.getLogger("varon.execute")
+
+app = typer.Typer(help="Execute signals on a venue under the risk limits (config section risk); kill and reset.",
+                  no_args_is_help=False, invoke_without_command=True)
+app.command("kill")(kill)
+app.command("reset")(reset)
+
+
+@app.callback(invoke_without_command=True)
+def execute(
+    ctx: typer.Context,
+    venue: Annotated[str, typer.Option("--venue", help="paper (the simulated venue; hyperliquid comes later).")] = "paper",
+    input: Annotated[Optional[list[str]], typer.Option("-i", "--input", help="Signals input; repeat for several strategies (default stdin).", show_default=False)] = None,
+    output: OutputOpt = "-",
+    orders_out: Annotated[Optional[str], typer.Option("--orders-out", help="Orders, rejections and cancellations stream.", show_default=False)] = None,
+    equity_out: Annotated[Optional[str], typer.Option("--equity-out", help="Equity stream (one row per signal).", show_default=False)] = None,
+    name: Annotated[str, typer.Option("--name", help="Executor name: its state and audit log in the state directory.")] = "default",
+    clock: Annotated[str, typer.Option("--clock", help="wall: signals are judged stale against the wall clock (live); event: against their own time (replays).")] = "wall",
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Turn signals into orders under the risk limits, fill them on the paper venue, write fills to -o.
+
+    State and the audit log live in execute.state_dir; `varon execute kill` (or SIGUSR1, or a KILL file there)
+    cancels, flattens and stops every executor until `varon execute reset`.
+    Example: varon signal --strategy ema-cross -i features.parquet | varon execute --venue paper --equity-out eq.arrows
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> None:
+        from varon_cli.errors import UsageError
+        from varon_cli.execution.live import ExecuteRequest, run_execute, summary
+
+        cfg = setup(config, log_level, log_format)
+        if venue != "paper":
+            raise UsageError(f"--venue {venue!r}: only paper is available (hyperliquid comes in a later release)")
+        if clock not in ("wall", "event"):
+            raise UsageError(f"--clock {clock!r}: expected wall or event")
+        request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, name, clock)
+        executor = run_execute(request, cfg)
+        log.info("%s", summary(executor))
+
+    run("execute", body)

@@ -1,0 +1,235 @@
+"""The long-running executor behind `varon execute`: inputs, state, audit, kill switch, outputs.
+
+Per batch of signals, in this order, so a crash at any point neither loses a
+fill nor sends an order twice:
+
+1. the executor runs the batch on its state (risk engine + paper venue);
+2. every new order intent is appended to the audit log and fsynced, with the
+   client order id derived from it, before anything is "sent"; an intent
+   already in the log (a batch replayed after a crash) is not recorded again;
+3. the state, which for the paper venue is also the venue's book, is saved
+   atomically: this is the send;
+4. the rest of the audit trail (signals, risk notes, fills, breakers) and the
+   output streams are written.
+
+A restart loads the saved state, so signals it had already decided are refused
+as duplicates and nothing is ordered twice; outputs of a batch cut short by a
+crash are logged as a reconciliation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from varon_cli.config import VaronConfig
+from varon_cli.errors import InputError, UsageError
+from varon_cli.execution.audit import AuditLog, find_intents
+from varon_cli.execution.engine import ExecOutput, Executor
+from varon_cli.execution.killswitch import KillRequested, KillSwitch, consume_reset
+from varon_cli.execution.statedir import StateDir
+from varon_cli.intervals import parse_interval
+from varon_cli.runtime import Watermark
+from varon_cli.schemas import EQUITY, FILLS, INTERVAL_KEY, ORDERS, SIGNALS
+from varon_cli.sinks import Sink
+from varon_cli.streamio import open_input, open_output
+
+log = logging.getLogger("varon.execute")
+_END = object()
+CRASH_HOOK = "VARON_TEST_CRASH_AFTER_INTENT"  # tests only: die after intents are durable, before the send
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    inputs: list[str]
+    fills_out: str
+    orders_out: str | None
+    equity_out: str | None
+    name: str
+    clock: str  # "wall" or "event"
+
+
+class _Inputs:
+    """Several signal streams read by threads into one queue, so the main thread stays responsive to signals."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=64)
+        self.interval: int | None = None
+        self._streams = [open_input(p, expect=(SIGNALS,)) for p in paths]
+        self._open = 0
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> _Inputs:
+        for stream in self._streams:
+            stream.__enter__()
+            raw = (stream.metadata or {}).get(INTERVAL_KEY)
+            if raw is None:
+                raise InputError(f"{stream.label}: signals without varon.interval metadata (use `varon signal`)")
+            interval = parse_interval(raw.decode())
+            if self.interval is not None and interval != self.interval:
+                raise InputError(f"{stream.label}: bar interval differs from the other inputs'")
+            self.interval = interval
+        for stream in self._streams:
+            thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            self._open += 1
+        return self
+
+    def _read(self, stream) -> None:  # noqa: ANN001
+        try:
+            for item in stream:
+                if not isinstance(item, Watermark) and item.num_rows:
+                    self.queue.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.queue.put(exc)
+        finally:
+            self.queue.put(_END)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        while self._open:
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                self._open -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+
+    def __exit__(self, *exc: object) -> None:
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                stream.__exit__(None, None, None)
+
+
+class LiveExecutor:
+    """An `Executor` with its state directory, audit log and output sinks."""
+
+    def __init__(self, cfg: VaronConfig, request: ExecuteRequest, interval_ns: int, state_dir: StateDir) -> None:
+        self.request = request
+        self.state_dir = state_dir
+        self.executor = Executor(cfg.risk, cfg.paper, interval_ns)
+        saved = state_dir.load_state(request.name)
+        if saved is not None:
+            if saved.get("interval_ns") != interval_ns:
+                raise UsageError(f"state '{request.name}' was kept for {saved.get('interval_ns')} ns bars, the input "
+                                 f"has {interval_ns} ns bars; use another --name")
+            self.executor.load_state_dict(saved["executor"])
+            log.info("resumed '%s': equity %.2f, %d open position(s)", request.name, self.executor.equity,
+                     len(self.executor.positions()))
+        self.audit = AuditLog(state_dir.path / f"{request.name}.audit.jsonl")
+        self.intents = set(find_intents(self.audit.path))
+        self.interval_ns = interval_ns
+
+    def save(self) -> None:
+        self.state_dir.save_state(self.request.name, {"interval_ns": self.interval_ns,
+                                                      "executor": self.executor.state_dict()})
+
+    def handle(self, batch: pa.RecordBatch, sinks: list[Sink | None]) -> None:
+        now = None if self.request.clock == "event" else time.time_ns()
+        before = {k: v.copy() for k, v in self.executor.state.items()}
+        try:
+            out = self.executor.process(batch, now)
+        except BaseException:
+            self.executor.state = before  # nothing was sent: the batch leaves no trace
+            raise
+        new_intents = [e for e in out.events if e["event"] == "order" and e["cloid"] not in self.intents]
+        for event in new_intents:
+            self.audit.append("order_intent", durable=False, **_fields(event))
+            self.intents.add(event["cloid"])
+        if new_intents:
+            self.audit.sync()
+            if os.environ.get(CRASH_HOOK):
+                os._exit(137)
+        self.save()  # the send: the paper venue's book is this state
+        self._audit_batch(batch, out)
+        self._write(out, sinks)
+
+    def _audit_batch(self, batch: pa.RecordBatch, out: ExecOutput) -> None:
+        for row in batch.select(["ts", "bar_ts", "symbol", "strategy", "target", "leverage", "stop_loss",
+                                 "take_profit", "price"]).cast(pa.schema(
+            [("ts", pa.int64()), ("bar_ts", pa.int64()), ("symbol", pa.string()), ("strategy", pa.string()),
+             ("target", pa.float64()), ("leverage", pa.float64()), ("stop_loss", pa.float64()),
+             ("take_profit", pa.float64()), ("price", pa.float64())])).to_pylist():
+            self.audit.append("signal", **_fields(row))
+        for event in out.events:
+            kind = {"order": "order", "fill": "fill", "reject": "risk", "risk": "risk", "cancel": "order",
+                    "breaker": "breaker"}[event["event"]]
+            self.audit.append(kind, **_fields(event))
+        self.audit.sync()
+
+    @staticmethod
+    def _write(out: ExecOutput, sinks: list[Sink | None]) -> None:
+        for sink, table in zip(sinks, (out.fills, out.orders, out.equity)):
+            if sink is not None and table.num_rows:
+                for part in table.to_batches():
+                    sink.write(part)
+
+    def kill(self, reason: str, sinks: list[Sink | None]) -> None:
+        self.executor.engage_kill()
+        out = self.executor.flatten(time.time_ns())
+        self.save()
+        self.audit.append("kill", reason=reason, positions_closed=int(out.fills.num_rows), durable=True)
+        for event in out.events:
+            self.audit.append("fill" if event["event"] == "fill" else "order", **_fields(event))
+        self.audit.sync()
+        self._write(out, sinks)
+
+
+def _fields(record: dict) -> dict:
+    """Audit fields: the log stamps its own `ts`, so the event's time travels as `event_ts`."""
+    out = dict(record)
+    out["event_ts"] = out.pop("ts")
+    return out
+
+
+def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
+    """Run until the inputs end, a signal stops it, or the kill switch fires (KillRequested propagates)."""
+    state_dir = StateDir(Path(cfg.execute.state_dir))
+    with state_dir.lock(request.name), state_dir.register(request.name):
+        switch = KillSwitch(state_dir.path)
+        switch.check()
+        switch.install()
+        with _Inputs(request.inputs) as inputs:
+            live = LiveExecutor(cfg, request, inputs.interval or 0, state_dir)
+            if consume_reset(state_dir.path, request.name):
+                live.executor.reset_breakers()
+                live.audit.append("reset", durable=True)
+                log.warning("breakers reset by `varon execute reset`")
+            live.audit.append("start", name=request.name, clock=request.clock, equity=live.executor.equity,
+                              positions=live.executor.positions(), durable=True)
+            with contextlib.ExitStack() as stack:
+                sinks: list[Sink | None] = [stack.enter_context(open_output(request.fills_out, FILLS.schema_with()))]
+                for path, kind in ((request.orders_out, ORDERS), (request.equity_out, EQUITY)):
+                    sinks.append(stack.enter_context(open_output(path, kind.schema_with())) if path else None)
+                try:
+                    for batch in inputs.batches():
+                        live.handle(batch, sinks)
+                except KillRequested as exc:
+                    log.error("kill switch: %s; cancelling orders and flattening every position", exc)
+                    live.kill(str(exc), sinks)
+                    raise
+                finally:
+                    live.audit.append("stop", equity=live.executor.equity, counts=dict(live.executor.counts),
+                                      durable=True)
+    return live.executor
+
+
+def summary(executor: Executor) -> str:
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(executor.counts.items()))
+    return f"equity {executor.equity:.2f}, fees {executor.fees:.2f}, funding {executor.funding:.2f}; {counts or 'no events'}"
+
+
+
