@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from commands import bars, collect, config, execute, features, signal
+from commands import backtest, bars, collect, config, execute, features, signal
 from varon_cli import __version__
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("bars")(bars.bars)
 app.command("features")(features.features)
 app.command("signal")(signal.signal)
 app.add_typer(execute.app, name="execute")
+app.command("backtest")(backtest.backtest)
 app.add_typer(config.app, name="config")
 
 

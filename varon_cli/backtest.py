@@ -106,3 +106,13 @@ def fold_tables(features: pa.Table, folds: int) -> list[pa.Table]:
         mask = (ts >= lo) & (ts < hi)
         out.append(features.filter(pa.array(mask)))
     return out
+
+
+def metrics_of(run: BacktestRun, interval_ns: int, initial_equity: float):  # noqa: ANN201 - report.Metrics
+    """The report's metrics for one run, from its per-bar curve and its fills."""
+    from varon_cli.report.metrics import compute_metrics
+
+    ts, equity, gross = run.curve()
+    hits, total = run.directional()
+    return compute_metrics(ts, equity, gross, run.fills, interval_ns, initial_equity, run.executor.fees,
+                           run.executor.funding, hits, total)
