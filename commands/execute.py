@@ -50,8 +50,33 @@ def execute(
             raise UsageError(f"--venue {venue!r}: only paper is available (hyperliquid comes in a later release)")
         if clock not in ("wall", "event"):
             raise UsageError(f"--clock {clock!r}: expected wall or event")
+        from varon_cli.execution.killswitch import KILL_EXIT_CODE, KillRequested
+        from varon_cli.runtime import Interrupted
+
         request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, name, clock)
-        executor = run_execute(request, cfg)
+        try:
+            executor = run_execute(request, cfg)
+        except KillRequested as exc:
+            _exit_now(KILL_EXIT_CODE, f"varon execute: error: kill switch engaged ({exc.reason}): not trading; "
+                                      f"`varon execute reset` releases it")
+        except Interrupted as exc:
+            _exit_now(exc.exit_code, f"varon execute: stopped by {exc}; state saved, outputs committed")
         log.info("%s", summary(executor))
 
     run("execute", body)
+
+
+def _exit_now(code: int, message: str) -> None:
+    """Everything is saved and committed; leave without waiting for input threads blocked in a read.
+
+    Interpreter shutdown with a thread parked inside a native read can abort the
+    process, and an executor's exit code must say what happened (3 = killed).
+    """
+    import os
+    import sys
+
+    print(message, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

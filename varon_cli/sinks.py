@@ -62,7 +62,8 @@ class Sink(abc.ABC):
         return self
 
     def __exit__(self, et: type | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if ev is None or isinstance(ev, (Interrupted, KeyboardInterrupt)):
+        if ev is None or not isinstance(ev, Exception):
+            # success, or a deliberate stop (SIGINT/SIGTERM, the kill switch): keep what was accepted
             with critical():
                 self.commit()
         elif isinstance(ev, PipeClosed):

@@ -76,13 +76,13 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted((_jsonable(v) for v in value), key=repr)
-    for method in ("item", "tolist"):  # numpy scalars and arrays
+    for method in ("tolist", "item"):  # numpy arrays and scalars
         convert = getattr(value, method, None)
         if callable(convert):
             try:
                 return _jsonable(convert())
-            except Exception:  # noqa: BLE001 - fall back to the text form
-                break
+            except Exception:  # noqa: BLE001 - try the next form, at worst the text one
+                continue
     return str(value)
 
 

@@ -216,6 +216,10 @@ def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
                     sinks.append(stack.enter_context(open_output(path, kind.schema_with())) if path else None)
                 try:
                     for batch in inputs.batches():
+                        if consume_reset(state_dir.path, request.name):
+                            live.executor.reset_breakers()
+                            live.audit.append("reset", durable=True)
+                            log.warning("breakers reset by `varon execute reset`")
                         live.handle(batch, sinks)
                 except KillRequested as exc:
                     log.error("kill switch: %s; cancelling orders and flattening every position", exc)

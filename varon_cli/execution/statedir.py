@@ -244,7 +244,7 @@ class StateDir:
 
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays as plain Python values; anything else is a bug in the caller."""
-    for method in ("item", "tolist"):
+    for method in ("tolist", "item"):
         if callable(getattr(value, method, None)):
             return getattr(value, method)()
     raise TypeError(f"cannot store a {type(value).__name__} in executor state")
