@@ -51,8 +51,9 @@ def _empty(kind) -> pa.Table:  # noqa: ANN001
 class Executor:
     """Risk engine + paper venue over the kernel's arrays."""
 
-    def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int) -> None:
+    def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int, log_events: bool = True) -> None:
         self.risk = risk
+        self.log_events = log_events  # live: every rejection and breaker is logged; backtests count them
         self.paper = paper
         self.interval_ns = interval_ns
         self.symbols = list(paper.symbols)
@@ -261,10 +262,11 @@ class Executor:
                 event["cloid"] = cloid
                 fills.append((ts, symbol, cloid, str(seq) if seq else "", _side(side), size, price, fee, "filled", text,
                               strategy))
-            if kind == K.EV_REJECT:
+            if self.log_events and kind == K.EV_REJECT:
                 log.warning("%s %s: %s (target %s)", strategy, symbol or "?", text, value)
-            elif kind == K.EV_BREAKER:
-                log.warning("breaker: %s (equity %.2f)", text, value)
+            elif self.log_events and kind == K.EV_BREAKER:
+                log.log(logging.INFO if reason == K.R_DAY_RESET else logging.WARNING, "breaker: %s (equity %.2f)",
+                        text, value)
             events.append(event)
         return ExecOutput(_table(ORDERS, orders), _table(FILLS, fills), self._equity_table(eq_i, eq_f), events,
                           eq_f[:, 4].copy())
