@@ -26,6 +26,7 @@ def backtest(
     orders_out: Annotated[Optional[str], typer.Option("--orders-out", help="Write orders, rejections and cancellations here.", show_default=False)] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report (equity, drawdown, position charts).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (for scripts).")] = False,
+    funding: Annotated[Optional[str], typer.Option("--funding", help="A funding stream (collect backfill hyperliquid / --funding-out) for hourly rates; else paper.funding_rate.", show_default=False)] = None,
     folds: Annotated[int, typer.Option("--folds", help="Walk-forward: N consecutive out-of-sample periods, each reported, then aggregated.")] = 1,
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
@@ -66,6 +67,12 @@ def backtest(
             table = src.read_all()
         if table.num_rows == 0:
             raise UsageError(f"{src.label}: no bars to backtest")
+        rates = None
+        if funding:
+            from varon_cli.schemas import FUNDING as FUNDING_KIND
+
+            with open_input(funding, expect=(FUNDING_KIND,)) as fsrc:
+                rates = fsrc.read_all()
         periods = fold_tables(table, folds) if folds > 1 else [table]
         initial = cfg.paper.initial_equity
         console = Console(stderr=True)
@@ -73,8 +80,9 @@ def backtest(
         for number, period in enumerate(periods, start=1):
             chosen = make_strategy(strategy, params)
             chosen.feature_hash = probe.feature_hash
-            result = run_backtest(period, chosen, interval, cfg.risk, cfg.paper, src.label)
-            benchmark = run_backtest(period, make_strategy("buy-and-hold"), interval, cfg.risk, cfg.paper, src.label)
+            result = run_backtest(period, chosen, interval, cfg.risk, cfg.paper, src.label, rates)
+            benchmark = run_backtest(period, make_strategy("buy-and-hold"), interval, cfg.risk, cfg.paper, src.label,
+                                     rates)
             results = [(chosen.name, metrics_of(result, interval, initial)),
                        ("buy-and-hold", metrics_of(benchmark, interval, initial))]
             title = f"{chosen.name} on {src.label}, {format_interval(interval)} bars"

@@ -26,6 +26,7 @@ def execute(
     output: OutputOpt = "-",
     orders_out: Annotated[Optional[str], typer.Option("--orders-out", help="Orders, rejections and cancellations stream.", show_default=False)] = None,
     equity_out: Annotated[Optional[str], typer.Option("--equity-out", help="Equity stream (one row per signal).", show_default=False)] = None,
+    funding: Annotated[Optional[str], typer.Option("--funding", help="A funding stream file for hourly rates; else paper.funding_rate.", show_default=False)] = None,
     name: Annotated[str, typer.Option("--name", help="Executor name: its state and audit log in the state directory.")] = "default",
     clock: Annotated[str, typer.Option("--clock", help="wall: signals are judged stale against the wall clock (live); event: against their own time (replays).")] = "wall",
     config: ConfigOpt = None,
@@ -53,7 +54,7 @@ def execute(
         from varon_cli.execution.killswitch import KILL_EXIT_CODE, KillRequested
         from varon_cli.runtime import Interrupted
 
-        request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, name, clock)
+        request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, name, clock, funding)
         try:
             executor = run_execute(request, cfg)
         except KillRequested as exc:

@@ -32,7 +32,8 @@ ASSUMPTIONS = [
     "liquidations trigger on the bar's high and low; a bar that opens beyond a trigger fills at its open. When a "
     "bar touches both the stop and the take profit, the stop is assumed to have come first (pessimistic).",
     "Liquidation at maintenance margin, half the initial margin at the venue's maximum leverage (isolated margin).",
-    "Funding is paid at every hour mark a bar crosses, at paper.funding_rate per hour on the position at the close.",
+    "Funding is paid at every hour mark a bar crosses on the position at the close (longs pay a positive rate), at "
+    "the rate a funding stream (--funding) settled for that symbol and hour, else at paper.funding_rate per hour.",
     "Risk limits are the live executor's: exposure per strategy and account, leverage caps, daily-loss and drawdown "
     "breakers (reduce-only until reset), order rate limit, minimum order size.",
     "An order decided on the last bar has no next price and is cancelled.",
@@ -83,13 +84,14 @@ class BacktestRun:
 
 
 def run_backtest(features: pa.Table, strategy: Strategy, interval_ns: int, risk: RiskConfig, paper: PaperConfig,
-                 label: str = "features") -> BacktestRun:
+                 label: str = "features", funding: pa.Table | None = None) -> BacktestRun:
     """Signals for every bar, then one pass of the executor over them with the signals' own clock."""
     generator = SignalGenerator(strategy, interval_ns, label)
     batches = [generator.signals(b) for b in features.to_batches(max_chunksize=1 << 16) if b.num_rows]
     signals = pa.Table.from_batches(batches, schema=generator.schema)
     executor = Executor(risk, paper, interval_ns, log_events=False)  # counted and reported, not logged per bar
     executor.strategy_index(strategy.name)
+    executor.set_funding(funding)
     out = executor.process(signals)
     end = int(signals.column("ts").cast(pa.int64())[-1].as_py()) if signals.num_rows else 0
     leftover = executor.cancel_pending(end)

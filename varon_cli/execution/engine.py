@@ -84,6 +84,23 @@ class Executor:
             sym_f[i, K.MAX_LEV] = min(cap, risk.max_leverage, venue_max, MAX_LEVERAGE)
             sym_f[i, K.MMR] = 0.5 / venue_max  # maintenance margin: half the initial margin at maximum leverage
         self.counts: Counter[str] = Counter()
+        self.set_funding(None)
+
+    def set_funding(self, funding: pa.Table | None) -> None:
+        """Hourly rates per symbol from a funding stream (settlement times rounded to the hour); None = paper.funding_rate."""
+        n_sym = len(self.symbols)
+        if funding is None or funding.num_rows == 0:
+            self._funding = (np.zeros(n_sym + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            return
+        hours = funding.column("ts").cast(pa.int64()).to_numpy()
+        hours = (hours + K.HOUR_NS // 2) // K.HOUR_NS * K.HOUR_NS
+        sym = np.array([self._symbol_index.get(str(v), -1) for v in funding.column("symbol").to_pylist()], np.int64)
+        rate = funding.column("funding_rate").to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = (sym >= 0) & np.isfinite(rate)
+        order = np.lexsort((hours[keep], sym[keep]))
+        sym, hours, rate = sym[keep][order], hours[keep][order], rate[keep][order]
+        offsets = np.searchsorted(sym, np.arange(n_sym + 1)).astype(np.int64)
+        self._funding = (offsets, np.ascontiguousarray(hours), np.ascontiguousarray(rate))
 
     # -- names ---------------------------------------------------------------------------------------
     def strategy_index(self, name: str) -> int:
@@ -151,7 +168,7 @@ class Executor:
             eq_f = np.empty((rows, 5))
             nxt, n_ev, n_eq = K.step(st["acct_f"], st["acct_i"], st["slot_f"], st["slot_i"], st["sym_f"],
                                      st["sym_bar"], st["strat_f"], st["ring"], self.params, *args, start,
-                                     ev_i, ev_f, eq_i, eq_f)
+                                     ev_i, ev_f, eq_i, eq_f, *self._funding)
             if nxt == start:
                 raise RuntimeError("executor kernel made no progress")  # a sizing bug, never bad input
             start = nxt

@@ -15,7 +15,8 @@ close). The first row of a new bar for a symbol moves that symbol's market:
    come first (the pessimistic reading of a bar whose path is unknown); a bar
    opening beyond a trigger fills at the open;
 3. funding is paid at every hour mark the bar crosses, on the position at the
-   close;
+   close, at the rate of a funding stream for that symbol and hour when one is
+   given, else at the configured rate;
 4. equity is marked at the close; the UTC day rolls; breakers are checked.
 
 Then the row's decision goes through the risk engine: field validation, stale
@@ -188,8 +189,20 @@ def _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, ts, n_symb
 
 
 @njit(cache=True)
+def _funding_rate(f_off, f_hour, f_rate, s, mark, default):
+    """The rate settled at hour `mark` for symbol s in the funding stream, else `default`."""
+    lo, hi = f_off[s], f_off[s + 1]
+    if lo == hi:
+        return default
+    at = lo + np.searchsorted(f_hour[lo:hi], mark)
+    if at < hi and f_hour[at] == mark:
+        return f_rate[at]
+    return default
+
+
+@njit(cache=True)
 def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar_ts, o, h, lo, c,
-            n_symbols, n_strategies):
+            n_symbols, n_strategies, f_off, f_hour, f_rate):
     """A new bar for symbol s: pending fills at the open, triggers on the range, funding, mark, breakers."""
     slip = params[P_SLIP]
     taker = params[P_TAKER]
@@ -267,13 +280,15 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
                       price, fee, 0.0)
     # funding at each hour mark the bar crosses, on the position held at the close
     interval = np.int64(params[P_INTERVAL])
-    marks = (bar_ts + interval) // HOUR_NS - bar_ts // HOUR_NS
-    if marks > 0 and params[P_FUNDING] != 0.0:
+    for hour in range(bar_ts // HOUR_NS + 1, (bar_ts + interval) // HOUR_NS + 1):
+        rate = _funding_rate(f_off, f_hour, f_rate, s, hour * HOUR_NS, params[P_FUNDING])
+        if rate == 0.0:
+            continue
         for k in range(n_strategies):
             j = k * n_symbols + s
             pos = slot_f[j, POS]
             if pos != 0.0:
-                payment = pos * c * params[P_FUNDING] * marks
+                payment = pos * c * rate
                 acct_f[CASH] -= payment
                 acct_f[FUNDING] += payment
                 strat_f[k, PNL] -= payment
@@ -304,7 +319,7 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
 @njit(cache=True)
 def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
          ts, now, bar_ts, k_idx, s_idx, target, leverage, stop_loss, take_profit, bar_o, bar_h, bar_l, bar_c,
-         start, ev_i, ev_f, eq_i, eq_f):
+         start, ev_i, ev_f, eq_i, eq_f, f_off, f_hour, f_rate):
     """Process signal rows from `start` until the input or the event buffer ends; returns (next row, events, equity rows).
 
     The caller sizes the event buffer; a row is only started when room for its worst case is left.
@@ -333,7 +348,7 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
         if bar > sym_bar[s]:
             if prices_ok:
                 n = _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar, o, h, lo, c,
-                            n_symbols, n_strategies)
+                            n_symbols, n_strategies, f_off, f_hour, f_rate)
                 sym_bar[s] = bar
         elif bar < sym_bar[s]:
             n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_OLD_BAR, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])

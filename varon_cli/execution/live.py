@@ -56,6 +56,7 @@ class ExecuteRequest:
     equity_out: str | None
     name: str
     clock: str  # "wall" or "event"
+    funding: str | None = None
 
 
 class _Inputs:
@@ -129,6 +130,11 @@ class LiveExecutor:
             self.executor.load_state_dict(saved["executor"])
             log.info("resumed '%s': equity %.2f, %d open position(s)", request.name, self.executor.equity,
                      len(self.executor.positions()))
+        if request.funding:
+            from varon_cli.schemas import FUNDING
+
+            with open_input(request.funding, expect=(FUNDING,)) as src:
+                self.executor.set_funding(src.read_all())
         self.audit = AuditLog(state_dir.path / f"{request.name}.audit.jsonl")
         self.intents = set(find_intents(self.audit.path))
         self.interval_ns = interval_ns

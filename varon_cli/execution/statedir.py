@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from varon_cli.errors import VaronError
+from varon_cli.errors import UsageError, VaronError
 from varon_cli.runtime import critical
 
 log = logging.getLogger("varon.execute.state")
@@ -68,7 +68,7 @@ class ExecutorInfo:
 def check_name(name: str) -> str:
     """An executor name doubles as a file name, so it must be a plain one."""
     if not _NAME.fullmatch(name):
-        raise VaronError(f"executor name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, not starting with '.')")
+        raise UsageError(f"executor name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, not starting with '.')")
     return name
 
 
