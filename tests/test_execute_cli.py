@@ -66,7 +66,7 @@ def test_a_crash_between_intent_and_send_never_duplicates_an_order(signals_file:
     crashed = varon("execute", "--clock", "event", "-i", str(signals_file), "-o", str(tmp_path / "f1.arrows"),
                     state=state, VARON_TEST_CRASH_AFTER_INTENT="1")
     assert crashed.returncode == 137
-    audit = state / "default.audit.jsonl"
+    audit = state / "audit" / "default.jsonl"
     intents = [r for r in iter_records(audit) if r["kind"] == "order_intent"]
     assert intents, "the intent was recorded (durably) before the crash"
     again = varon("execute", "--clock", "event", "-i", str(signals_file), "-o", str(tmp_path / "f2.arrows"),
@@ -129,7 +129,7 @@ with ipc.new_stream(sys.stdout.buffer, table.schema) as w:
 def _wait_for_positions(state: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        audit = state / "default.audit.jsonl"
+        audit = state / "audit" / "default.jsonl"
         if audit.exists() and any(r["kind"] == "fill" for r in iter_records(audit)):
             return
         time.sleep(0.1)
@@ -157,7 +157,7 @@ def test_the_kill_switch_flattens_and_stops_within_a_second_and_stays_engaged(
         feeder.kill()
     assert executor.returncode == 3, err.decode()
     assert elapsed < 1.5 + (0.5 if how == "command" else 0.0)  # the CLI itself takes a moment to start
-    records = list(iter_records(state / "default.audit.jsonl"))
+    records = list(iter_records(state / "audit" / "default.jsonl"))
     assert any(r["kind"] == "kill" for r in records)
     saved = json.loads(next((state / "state").glob("default*")).read_text()) if (state / "state").is_dir() else None
     fills = read(tmp_path / "fills.arrows")
@@ -184,7 +184,7 @@ def test_the_daily_loss_breaker_stops_new_entries_end_to_end(signals_file: Path,
                  VARON_RISK__DAILY_LOSS_LIMIT="0.001", VARON_RISK__STRATEGY_EXPOSURE="1.0")
     assert done.returncode == 0, done.stderr.decode()
     assert b"daily loss breaker tripped" in done.stderr
-    records = list(iter_records(state / "default.audit.jsonl"))
+    records = list(iter_records(state / "audit" / "default.jsonl"))
     assert any(r["kind"] == "breaker" for r in records)
     orders = read(tmp_path / "o.arrows", __import__("varon_cli.schemas", fromlist=["ORDERS"]).ORDERS)
     assert "rejected: breaker engaged, reduce only" in orders.column("reason").to_pylist()

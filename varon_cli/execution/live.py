@@ -135,12 +135,17 @@ class LiveExecutor:
 
             with open_input(request.funding, expect=(FUNDING,)) as src:
                 self.executor.set_funding(src.read_all())
-        self.audit = AuditLog(state_dir.path / f"{request.name}.audit.jsonl")
+        self.audit = AuditLog(state_dir.audit_path(request.name))
+        if saved is not None and saved.get("audit_seq", 0) > self.audit.head[0]:
+            from varon_cli.execution.audit import AuditError
+
+            raise AuditError(f"{self.audit.path}: ends at record {self.audit.head[0]} but the state was saved after "
+                             f"record {saved['audit_seq']}: the audit log was cut; refusing to trade on it")
         self.intents = set(find_intents(self.audit.path))
         self.interval_ns = interval_ns
 
     def save(self) -> None:
-        self.state_dir.save_state(self.request.name, {"interval_ns": self.interval_ns,
+        self.state_dir.save_state(self.request.name, {"interval_ns": self.interval_ns, "audit_seq": self.audit.head[0],
                                                       "executor": self.executor.state_dict()})
 
     def handle(self, batch: pa.RecordBatch, sinks: list[Sink | None]) -> None:
@@ -204,11 +209,11 @@ def _fields(record: dict) -> dict:
 def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
     """Run until the inputs end, a signal stops it, or the kill switch fires (KillRequested propagates)."""
     state_dir = StateDir(Path(cfg.execute.state_dir))
-    with state_dir.lock(request.name), state_dir.register(request.name):
+    with state_dir.lock(request.name):
         switch = KillSwitch(state_dir.path)
         switch.check()
-        switch.install()
-        with _Inputs(request.inputs) as inputs:
+        switch.install()  # before registering: a kill sent as soon as we are visible must find its handler
+        with state_dir.register(request.name), _Inputs(request.inputs) as inputs:
             live = LiveExecutor(cfg, request, inputs.interval or 0, state_dir)
             if consume_reset(state_dir.path, request.name):
                 live.executor.reset_breakers()
