@@ -1,0 +1,1 @@
+"""Reinforcement learning for `varon train`: trading environments and value-based agents."""
