@@ -118,7 +118,8 @@ def _fraction(value: float, key: str, low: float = 0.0, high: float = 1.0, low_o
 class RiskConfig:
     """Limits the executor enforces whatever a signal asks (DESIGN principle 6)."""
 
-    # Margin a strategy may commit, as a fraction of account equity (target 1.0 uses all of it).
+    # Margin a strategy may commit, as a fraction of account equity (target 1.0 on every symbol it signals uses
+    # all of it: the exposure is split equally over those symbols).
     strategy_exposure: float = 0.2
     # Margin all strategies together may commit, as a fraction of account equity.
     account_exposure: float = 1.0
@@ -204,9 +205,11 @@ class PaperConfig:
             raise ConfigError(f"paper.slippage_bps = {self.slippage_bps!r}: must be in [0, 1000]")
         if not -0.04 <= self.funding_rate <= 0.04:
             raise ConfigError(f"paper.funding_rate = {self.funding_rate!r}: Hyperliquid caps funding at 4% an hour")
-        for symbol, lev in {"default": self.default_max_leverage, **self.max_leverage}.items():
+        limits = {"paper.default_max_leverage": self.default_max_leverage,
+                  **{f"paper.max_leverage.{k}": v for k, v in self.max_leverage.items()}}
+        for key, lev in limits.items():
             if isinstance(lev, bool) or not isinstance(lev, (int, float)) or not 1.0 <= lev <= MAX_LEVERAGE:
-                raise ConfigError(f"paper.max_leverage.{symbol} = {lev!r}: must be in [1, {MAX_LEVERAGE:g}]")
+                raise ConfigError(f"{key} = {lev!r}: must be in [1, {MAX_LEVERAGE:g}]")
 
 
 @dataclass(frozen=True)

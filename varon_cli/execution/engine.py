@@ -115,6 +115,7 @@ class Executor:
         slot_f[:, K.STOP] = slot_f[:, K.TP] = np.nan
         slot_i = np.full((n_sym, K.SLOT_I), -1, np.int64)
         slot_i[:, K.PEND_SEQ] = 0
+        slot_i[:, K.KNOWN] = 0
         st["slot_f"] = np.vstack([st["slot_f"], slot_f])
         st["slot_i"] = np.vstack([st["slot_i"], slot_i])
         limits = self.risk.strategies.get(name, {})
@@ -152,6 +153,10 @@ class Executor:
         def i64(name: str) -> np.ndarray:
             return np.ascontiguousarray(batch.column(name).cast(pa.int64()).to_numpy(zero_copy_only=False))
 
+        listed = s_idx >= 0
+        # every (strategy, symbol) in the batch is known before any of them is sized: a strategy's exposure is
+        # split over all the symbols it signals on a bar, whatever their order in the batch
+        self.state["slot_i"][np.unique(k_idx[listed] * len(self.symbols) + s_idx[listed]), K.KNOWN] = 1
         ts, bar_ts = i64("ts"), i64("bar_ts")
         now = ts if now_ns is None else np.full(n, now_ns, np.int64)
         args = (ts, now, bar_ts, k_idx, s_idx, f64("target"), f64("leverage"), f64("stop_loss"), f64("take_profit"),
@@ -179,27 +184,31 @@ class Executor:
         ev_i = np.concatenate(ev_parts_i) if ev_parts_i else np.empty((0, K.EV_I), np.int64)
         ev_f = np.concatenate(ev_parts_f) if ev_parts_f else np.empty((0, K.EV_F))
         eq_i, eq_f = np.concatenate(eq_parts_i), np.concatenate(eq_parts_f)
-        return self._outputs(ev_i, ev_f, eq_i, eq_f)
+        return self._outputs(ev_i, ev_f, eq_i, eq_f, row_symbols=symbols)
 
     def flatten(self, ts_ns: int, reason: int = K.R_KILL) -> ExecOutput:
         """Cancel every pending order and close every position at the last price (kill switch)."""
         st = self.state
         size = st["slot_f"].shape[0] * 2 + 4
         ev_i, ev_f = np.empty((size, K.EV_I), np.int64), np.empty((size, K.EV_F))
-        n = K.flatten(st["acct_f"], st["slot_f"], st["sym_f"], st["strat_f"], self.params, ev_i, ev_f, ts_ns, reason)
+        n = K.flatten(st["acct_f"], st["slot_f"], st["slot_i"], st["sym_f"], st["strat_f"], self.params, ev_i, ev_f,
+                      ts_ns, reason)
         return self._outputs(ev_i[:n], ev_f[:n], np.empty((0, 3), np.int64), np.empty((0, 5)))
 
     def cancel_pending(self, ts_ns: int) -> ExecOutput:
         """End of input: orders that never saw a next price are cancelled, not filled."""
         st = self.state
-        rows = []
+        rows, values = [], []
         for j in np.flatnonzero(st["slot_f"][:, K.PEND] != 0.0):
             k, s = divmod(int(j), len(self.symbols))
+            pending = float(st["slot_f"][j, K.PEND])
             rows.append([K.EV_CANCEL, ts_ns, k, s, K.R_END, int(st["slot_i"][j, K.PEND_BAR]),
                          int(st["slot_i"][j, K.PEND_SEQ])])
+            values.append([1.0 if pending > 0 else -1.0, abs(pending), 0.0, 0.0, 0.0])
             st["slot_f"][j, K.PEND] = 0.0
         ev_i = np.array(rows, np.int64).reshape(-1, K.EV_I)
-        return self._outputs(ev_i, np.zeros((len(rows), K.EV_F)), np.empty((0, 3), np.int64), np.empty((0, 5)))
+        ev_f = np.array(values, np.float64).reshape(-1, K.EV_F)
+        return self._outputs(ev_i, ev_f, np.empty((0, 3), np.int64), np.empty((0, 5)))
 
     # -- account views -------------------------------------------------------------------------------
     @property
@@ -257,13 +266,16 @@ class Executor:
         self.counts = Counter(data.get("counts", {}))
 
     # -- events to streams ---------------------------------------------------------------------------
-    def _outputs(self, ev_i: np.ndarray, ev_f: np.ndarray, eq_i: np.ndarray, eq_f: np.ndarray) -> ExecOutput:
+    def _outputs(self, ev_i: np.ndarray, ev_f: np.ndarray, eq_i: np.ndarray, eq_f: np.ndarray,
+                 row_symbols: pa.Array | None = None) -> ExecOutput:
         orders, fills, events = [], [], []
         for row_i, row_f in zip(ev_i.tolist(), ev_f.tolist()):
             kind, ts, k, s, reason, bar, seq = row_i
             side, size, price, fee, value = row_f
             strategy = self.strategies[k] if k >= 0 else ""
             symbol = self.symbols[s] if s >= 0 else ""
+            if reason == K.R_UNKNOWN_SYMBOL and row_symbols is not None:
+                symbol, seq = str(row_symbols[seq]), 0  # the kernel passed the row index: name what was refused
             text = K.REASONS.get(reason, str(reason))
             self.counts[text] += 1
             event = {"event": _EVENT_KIND[kind], "ts": ts, "strategy": strategy, "symbol": symbol, "reason": text,

@@ -44,8 +44,8 @@ ACCT_I = 3
 # -- per (strategy, symbol) slot (slot_f / slot_i) ---------------------------------------------
 POS, ENTRY, STOP, TP, LEV, PEND, PEND_SL, PEND_TP, PEND_LEV = range(9)
 SLOT_F = 9
-LAST_DECIDED, PEND_BAR, PEND_SEQ = range(3)
-SLOT_I = 3
+LAST_DECIDED, PEND_BAR, PEND_SEQ, KNOWN = range(4)
+SLOT_I = 4
 
 # -- per symbol ----------------------------------------------------------------------------------
 LAST_CLOSE, MAX_LEV, MMR = range(3)
@@ -105,6 +105,7 @@ def new_state(n_strategies: int, n_symbols: int, initial_equity: float, rate_win
     slot_f[:, STOP] = slot_f[:, TP] = np.nan
     slot_i = np.full((n_strategies * n_symbols, SLOT_I), -1, np.int64)
     slot_i[:, PEND_SEQ] = 0
+    slot_i[:, KNOWN] = 0
     return {
         "acct_f": acct_f, "acct_i": acct_i, "slot_f": slot_f, "slot_i": slot_i,
         "sym_f": np.zeros((n_symbols, SYM_F)), "sym_bar": np.full(n_symbols, -1, np.int64),
@@ -167,7 +168,7 @@ def _equity(acct_f, slot_f, sym_f, n_symbols):
 
 
 @njit(cache=True)
-def _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, ts, n_symbols, reason, only_symbol):
+def _close_all(acct_f, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, ts, n_symbols, reason, only_symbol):
     """Market-close every open position (of one symbol, or all with -1) at the last close, and cancel pending orders."""
     slip = params[P_SLIP]
     for j in range(slot_f.shape[0]):
@@ -176,7 +177,8 @@ def _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, ts, n_symb
         if only_symbol >= 0 and s != only_symbol:
             continue
         if slot_f[j, PEND] != 0.0:
-            n = _emit(ev_i, ev_f, n, EV_CANCEL, ts, k, s, reason, -1, 0, 0.0, abs(slot_f[j, PEND]), 0.0, 0.0, 0.0)
+            n = _emit(ev_i, ev_f, n, EV_CANCEL, ts, k, s, reason, slot_i[j, PEND_BAR], slot_i[j, PEND_SEQ],
+                      1.0 if slot_f[j, PEND] > 0.0 else -1.0, abs(slot_f[j, PEND]), 0.0, 0.0, 0.0)
             slot_f[j, PEND] = 0.0
         pos = slot_f[j, POS]
         if pos != 0.0 and sym_f[s, LAST_CLOSE] > 0.0:
@@ -206,9 +208,31 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
     """A new bar for symbol s: pending fills at the open, triggers on the range, funding, mark, breakers."""
     slip = params[P_SLIP]
     taker = params[P_TAKER]
+    interval = np.int64(params[P_INTERVAL])
+    # the UTC day a bar belongs to is the day it opens in; the day's loss is measured from the equity before it
+    day = bar_ts // DAY_NS
+    if day != acct_i[DAY]:
+        acct_i[DAY] = day
+        acct_f[DAY_START] = acct_f[EQUITY]
+        if acct_f[DAILY_TRIPPED] != 0.0:
+            acct_f[DAILY_TRIPPED] = 0.0
+            n = _emit(ev_i, ev_f, n, EV_BREAKER, bar_ts, -1, -1, R_DAY_RESET, -1, 0, 0.0, 0.0, 0.0, 0.0,
+                      acct_f[EQUITY])
+    blocked = acct_f[KILLED] != 0.0 or acct_f[DAILY_TRIPPED] != 0.0 or acct_f[DD_TRIPPED] != 0.0
     for k in range(n_strategies):
         j = k * n_symbols + s
         delta = slot_f[j, PEND]
+        if delta != 0.0 and blocked:
+            pos = slot_f[j, POS]
+            after = pos + delta
+            grows = after != 0.0 and (pos == 0.0 or (pos > 0.0) != (after > 0.0) or abs(after) > abs(pos))
+            if grows:
+                # decided before a breaker or the kill switch engaged: never let it add exposure now
+                reason = R_KILL if acct_f[KILLED] != 0.0 else R_BREAKER
+                n = _emit(ev_i, ev_f, n, EV_CANCEL, bar_ts, k, s, reason, slot_i[j, PEND_BAR], slot_i[j, PEND_SEQ],
+                          1.0 if delta > 0.0 else -1.0, abs(delta), 0.0, 0.0, 0.0)
+                slot_f[j, PEND] = 0.0
+                delta = 0.0
         if delta != 0.0:
             side = 1.0 if delta > 0.0 else -1.0
             price = o * (1.0 + side * slip)
@@ -245,41 +269,47 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
         lev = max(slot_f[j, LEV], 1.0)
         entry = slot_f[j, ENTRY]
         mmr = sym_f[s, MMR]
-        if pos > 0.0:
+        stop = slot_f[j, STOP]
+        tp = slot_f[j, TP]
+        long = pos > 0.0
+        if long:
             liq = entry * (1.0 - 1.0 / lev + mmr)
-            stop = slot_f[j, STOP]
             trigger, reason = (liq, R_LIQ) if liq >= stop else (stop, R_STOP)
-            hit = lo <= trigger
-            tp = slot_f[j, TP]
-            if hit:
-                price = min(o, trigger)
-                if reason == R_STOP:
-                    price *= 1.0 - slip
-            elif tp == tp and h >= tp:
-                hit = True
-                reason = R_TP
-                price = max(o, tp) * (1.0 - slip)
+            gap_loss = o <= trigger
+            gap_win = tp == tp and o >= tp
+            touch_loss = lo <= trigger
+            touch_win = tp == tp and h >= tp
         else:
             liq = entry * (1.0 + 1.0 / lev - mmr)
-            stop = slot_f[j, STOP]
             trigger, reason = (liq, R_LIQ) if liq <= stop else (stop, R_STOP)
-            hit = h >= trigger
-            tp = slot_f[j, TP]
-            if hit:
-                price = max(o, trigger)
-                if reason == R_STOP:
-                    price *= 1.0 + slip
-            elif tp == tp and lo <= tp:
-                hit = True
-                reason = R_TP
-                price = min(o, tp) * (1.0 + slip)
+            gap_loss = o >= trigger
+            gap_win = tp == tp and o <= tp
+            touch_loss = h >= trigger
+            touch_win = tp == tp and lo <= tp
+        hit = True
+        away = -1.0 if long else 1.0  # the closing trade's side: slippage works against it
+        if gap_loss:
+            # the first price is already beyond the trigger: a stop fills at that open; a liquidation at the
+            # liquidation price (isolated margin: the loss stops at the margin, the venue absorbs the rest)
+            price = trigger if reason == R_LIQ else o * (1.0 + away * slip)
+        elif gap_win:
+            reason = R_TP
+            price = o * (1.0 + away * slip)
+        elif touch_loss:
+            # within the bar's range both may be touched; the order of the path is unknown: the loss comes first
+            price = trigger if reason == R_LIQ else trigger * (1.0 + away * slip)
+        elif touch_win:
+            reason = R_TP
+            price = tp * (1.0 + away * slip)
+        else:
+            hit = False
+            price = 0.0
         if hit:
             fee = abs(pos) * price * taker
             _trade(acct_f, slot_f, strat_f, j, k, -pos, price, fee)
             n = _emit(ev_i, ev_f, n, EV_FILL, bar_ts, k, s, reason, -1, 0, -1.0 if pos > 0.0 else 1.0, abs(pos),
                       price, fee, 0.0)
     # funding at each hour mark the bar crosses, on the position held at the close
-    interval = np.int64(params[P_INTERVAL])
     for hour in range(bar_ts // HOUR_NS + 1, (bar_ts + interval) // HOUR_NS + 1):
         rate = _funding_rate(f_off, f_hour, f_rate, s, hour * HOUR_NS, params[P_FUNDING])
         if rate == 0.0:
@@ -295,18 +325,12 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
     sym_f[s, LAST_CLOSE] = c
     equity = _equity(acct_f, slot_f, sym_f, n_symbols)
     close_ts = bar_ts + interval
-    day = close_ts // DAY_NS
-    if day != acct_i[DAY]:
-        acct_i[DAY] = day
-        acct_f[DAY_START] = equity
-        if acct_f[DAILY_TRIPPED] != 0.0:
-            acct_f[DAILY_TRIPPED] = 0.0
-            n = _emit(ev_i, ev_f, n, EV_BREAKER, close_ts, -1, -1, R_DAY_RESET, -1, 0, 0.0, 0.0, 0.0, 0.0, equity)
     if acct_f[DAILY_TRIPPED] == 0.0 and equity < acct_f[DAY_START] * (1.0 - params[P_DAILY_LOSS]):
         acct_f[DAILY_TRIPPED] = 1.0
         n = _emit(ev_i, ev_f, n, EV_BREAKER, close_ts, -1, -1, R_DAILY, -1, 0, 0.0, 0.0, 0.0, 0.0, equity)
         if params[P_FLATTEN] != 0.0:
-            n = _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, n, close_ts, n_symbols, R_FLATTEN, -1)
+            n = _close_all(acct_f, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, close_ts, n_symbols,
+                           R_FLATTEN, -1)
             equity = _equity(acct_f, slot_f, sym_f, n_symbols)
     if equity > acct_f[PEAK]:
         acct_f[PEAK] = equity
@@ -340,35 +364,40 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
         bar = bar_ts[i]
         o, h, lo, c = bar_o[i], bar_h[i], bar_l[i], bar_c[i]
         if s < 0:
-            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_UNKNOWN_SYMBOL, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
+            # the row index travels in the seq field so the wrapper can name the unlisted symbol
+            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_UNKNOWN_SYMBOL, bar, i, 0.0, 0.0, 0.0, 0.0, target[i])
             i += 1
             continue
         j = k * n_symbols + s
-        prices_ok = o > 0.0 and h > 0.0 and lo > 0.0 and c > 0.0 and h >= lo
-        if bar > sym_bar[s]:
-            if prices_ok:
-                n = _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar, o, h, lo, c,
-                            n_symbols, n_strategies, f_off, f_hour, f_rate)
-                sym_bar[s] = bar
+        prices_ok = lo > 0.0 and lo <= o and o <= h and lo <= c and c <= h and h < np.inf
+        interval = np.int64(params[P_INTERVAL])
+        # a row is judged on its own stamp and on its bar's close: a fresh stamp on an old bar is stale too
+        reject = -1
+        if now[i] - ts[i] > params[P_MAX_AGE] or now[i] - (bar + interval) > params[P_MAX_AGE]:
+            reject = R_STALE
+        elif ts[i] - now[i] > params[P_MAX_SKEW] or (bar + interval) - now[i] > params[P_MAX_SKEW] + interval:
+            reject = R_FUTURE
+        elif not prices_ok:
+            reject = R_BAD_PRICE
         elif bar < sym_bar[s]:
-            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, R_OLD_BAR, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
+            reject = R_OLD_BAR
+        if reject >= 0:
+            # a rejected row never moves the market: its bar may be bogus
+            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, reject, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
             i += 1
             continue
-        reject = -1
+        if bar > sym_bar[s]:
+            n = _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar, o, h, lo, c,
+                        n_symbols, n_strategies, f_off, f_hour, f_rate)
+            sym_bar[s] = bar
         tgt = target[i]
         lev = leverage[i]
         if bar <= slot_i[j, LAST_DECIDED]:
             reject = R_DUPLICATE
-        elif not prices_ok:
-            reject = R_BAD_PRICE
         elif not (tgt >= -1.0 and tgt <= 1.0):
             reject = R_BAD_TARGET
-        elif lev == lev and not lev > 0.0:
+        elif lev == lev and not (lev > 0.0 and lev < np.inf):
             reject = R_BAD_LEVERAGE
-        elif now[i] - ts[i] > params[P_MAX_AGE]:
-            reject = R_STALE
-        elif ts[i] - now[i] > params[P_MAX_SKEW]:
-            reject = R_FUTURE
         if reject >= 0:
             n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, reject, bar, 0, 0.0, 0.0, 0.0, 0.0, tgt)
         else:
@@ -400,17 +429,43 @@ def _unrealised(slot_f, sym_f, k, n_symbols):
 
 
 @njit(cache=True)
+def _margin(slot_f, sym_f, jj, n_symbols):
+    """Margin a slot holds or has ordered: |position + pending| at the last close over its leverage."""
+    size = abs(slot_f[jj, POS] + slot_f[jj, PEND])
+    if size == 0.0:
+        return 0.0
+    lev = slot_f[jj, PEND_LEV] if slot_f[jj, PEND] != 0.0 else slot_f[jj, LEV]
+    return size * sym_f[jj % n_symbols, LAST_CLOSE] / max(lev, 1.0)
+
+
+@njit(cache=True)
 def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, ev_f, n, i, j, k, s, ts, bar, tgt,
             lev, sl, tp, c, window):
     """The risk engine for one accepted decision; may emit an order, a rejection and risk notes."""
+    n_symbols = sym_f.shape[0]
     requested = lev if lev == lev else 1.0
     cap = min(strat_f[k, STRAT_MAX_LEV], sym_f[s, MAX_LEV])
     lev = min(requested, cap)
     if lev < requested:
         n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_LEVERAGE, bar, 0, 0.0, 0.0, c, 0.0, lev)
-    equity = acct_f[EQUITY]
+    equity = max(acct_f[EQUITY], 0.0)
     pos = slot_f[j, POS]
-    desired = tgt * strat_f[k, EXPOSURE] * max(equity, 0.0) * lev / c
+    # the strategy's exposure is shared by the symbols it signals: target 1 on each uses all of it, not n times it
+    traded = 0
+    for ss in range(n_symbols):
+        if slot_i[k * n_symbols + ss, KNOWN] != 0:
+            traded += 1
+    desired = tgt * strat_f[k, EXPOSURE] * equity * lev / c / max(traded, 1)
+    # a stop or take profit must be a real price on the loss (profit) side of the position it protects
+    side = desired if desired != 0.0 else pos
+    if sl == sl and side != 0.0 and not ((side > 0.0 and 0.0 < sl and sl < c) or (side < 0.0 and c < sl and sl < np.inf)):
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_STOP, bar, 0, 0.0, abs(desired - pos), c, 0.0, sl)
+    if tp == tp and side != 0.0 and not ((side > 0.0 and c < tp and tp < np.inf) or (side < 0.0 and 0.0 < tp and tp < c)):
+        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_TP, bar, 0, 0.0, abs(desired - pos), c, 0.0, tp)
+    if sl == sl and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
+        slot_f[j, STOP] = sl  # a moved (e.g. trailing) stop applies to the position held now
+    if tp == tp and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
+        slot_f[j, TP] = tp
     blocked = acct_f[DAILY_TRIPPED] != 0.0 or acct_f[DD_TRIPPED] != 0.0 or acct_f[KILLED] != 0.0
     if blocked:
         # reduce only: keep the side, never grow
@@ -423,24 +478,19 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
                 return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BREAKER, bar, 0, 0.0, 0.0, c, 0.0, tgt)
             n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_BREAKER, bar, 0, 0.0, abs(desired - limited), c, 0.0, tgt)
             desired = limited
-    # account exposure: margin of every other slot plus this one's
+    # account exposure: margin held or ordered by every other slot, plus this one's
     other = 0.0
-    n_symbols = sym_f.shape[0]
     for jj in range(slot_f.shape[0]):
-        if jj != j and slot_f[jj, POS] != 0.0:
-            other += abs(slot_f[jj, POS]) * sym_f[jj % n_symbols, LAST_CLOSE] / max(slot_f[jj, LEV], 1.0)
-    room = params[P_ACCOUNT_EXPOSURE] * max(equity, 0.0) - other
+        if jj != j:
+            other += _margin(slot_f, sym_f, jj, n_symbols)
+    room = params[P_ACCOUNT_EXPOSURE] * equity - other
     margin = abs(desired) * c / lev
-    if margin > room + 1e-9 * max(equity, 1.0) and abs(desired) > abs(pos):
-        allowed = max(room, 0.0) * lev / c
-        cut = (1.0 if desired > 0.0 else -1.0) * max(allowed, abs(pos) if (pos > 0.0) == (desired > 0.0) else 0.0)
+    if margin > room + 1e-9 * max(equity, 1.0):
+        cut = (1.0 if desired > 0.0 else -1.0) * max(room, 0.0) * lev / c
         n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
         desired = cut
     delta = desired - pos
     if delta == 0.0:
-        if sl == sl and pos != 0.0:
-            if (pos > 0.0 and sl < c) or (pos < 0.0 and sl > c):
-                slot_f[j, STOP] = sl  # a moved stop on an unchanged position
         return n
     closing = desired == 0.0 and pos != 0.0
     same_side = pos != 0.0 and desired != 0.0 and (pos > 0.0) == (desired > 0.0)
@@ -450,10 +500,6 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
         if same_side:
             return n
         return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BELOW_MIN, bar, 0, 0.0, abs(delta), c, 0.0, tgt)
-    if desired != 0.0 and sl == sl and ((desired > 0.0 and sl >= c) or (desired < 0.0 and sl <= c)):
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_STOP, bar, 0, 0.0, abs(delta), c, 0.0, sl)
-    if desired != 0.0 and tp == tp and ((desired > 0.0 and tp <= c) or (desired < 0.0 and tp >= c)):
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_TP, bar, 0, 0.0, abs(delta), c, 0.0, tp)
     # order rate limit: a ring of the last `window` order times
     pos_ring = acct_i[RING_POS] % ring.shape[0]
     if ts - ring[pos_ring] < 60_000_000_000 and not closing:
@@ -482,8 +528,8 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
 
 
 @njit(cache=True)
-def flatten(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, ts, reason):
+def flatten(acct_f, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, ts, reason):
     """Kill switch / manual flatten: cancel every pending order and close every position at the last close."""
-    n = _close_all(acct_f, slot_f, sym_f, strat_f, params, ev_i, ev_f, 0, ts, sym_f.shape[0], reason, -1)
+    n = _close_all(acct_f, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 0, ts, sym_f.shape[0], reason, -1)
     _equity(acct_f, slot_f, sym_f, sym_f.shape[0])
     return n
