@@ -93,6 +93,11 @@ def backtest(
             documents.append({"title": title, **report_json(results)})
             per_fold.append(results[0][1])
             last = (result, benchmark, results, title)
+            tripped = [name for name, on in result.executor.breakers.items() if on]
+            if tripped:
+                log.warning("%s: the %s breaker was tripped at the end: the strategy could only reduce after it "
+                            "(raise risk.max_drawdown / risk.daily_loss_limit to study the strategy unguarded)",
+                            title, " and ".join(tripped))
             counts = ", ".join(f"{v} {k}" for k, v in sorted(result.executor.counts.items()))
             log.info("%s: %d signals, %d fills; %s", title, result.signals.num_rows, result.fills.num_rows, counts)
         assert last is not None

@@ -89,7 +89,7 @@ def run_backtest(features: pa.Table, strategy: Strategy, interval_ns: int, risk:
     generator = SignalGenerator(strategy, interval_ns, label)
     batches = [generator.signals(b) for b in features.to_batches(max_chunksize=1 << 16) if b.num_rows]
     signals = pa.Table.from_batches(batches, schema=generator.schema)
-    executor = Executor(risk, paper, interval_ns, log_events=False)  # counted and reported, not logged per bar
+    executor = Executor(risk, paper, interval_ns, log_events=False, keep_events=False)  # counted and reported
     executor.strategy_index(strategy.name)
     executor.set_funding(funding)
     out = executor.process(signals)

@@ -44,16 +44,14 @@ class ExecOutput:
     notional: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _empty(kind) -> pa.Table:  # noqa: ANN001
-    return kind.schema_with().empty_table()
-
-
 class Executor:
     """Risk engine + paper venue over the kernel's arrays."""
 
-    def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int, log_events: bool = True) -> None:
+    def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int, log_events: bool = True,
+                 keep_events: bool = True) -> None:
         self.risk = risk
         self.log_events = log_events  # live: every rejection and breaker is logged; backtests count them
+        self.keep_events = keep_events  # per-event dicts for the audit log (a backtest needs none)
         self.paper = paper
         self.interval_ns = interval_ns
         self.symbols = list(paper.symbols)
@@ -135,7 +133,7 @@ class Executor:
         """
         n = batch.num_rows
         if n == 0:
-            return ExecOutput(_empty(ORDERS), _empty(FILLS), _empty(EQUITY))
+            return ExecOutput(_EMPTY[ORDERS.name], _EMPTY[FILLS.name], _EMPTY[EQUITY.name])
         names = batch.column("strategy")
         names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
         encoded = names.dictionary_encode()
@@ -268,42 +266,84 @@ class Executor:
     # -- events to streams ---------------------------------------------------------------------------
     def _outputs(self, ev_i: np.ndarray, ev_f: np.ndarray, eq_i: np.ndarray, eq_f: np.ndarray,
                  row_symbols: pa.Array | None = None) -> ExecOutput:
-        orders, fills, events = [], [], []
-        for row_i, row_f in zip(ev_i.tolist(), ev_f.tolist()):
-            kind, ts, k, s, reason, bar, seq = row_i
-            side, size, price, fee, value = row_f
-            strategy = self.strategies[k] if k >= 0 else ""
-            symbol = self.symbols[s] if s >= 0 else ""
-            if reason == K.R_UNKNOWN_SYMBOL and row_symbols is not None:
-                symbol, seq = str(row_symbols[seq]), 0  # the kernel passed the row index: name what was refused
-            text = K.REASONS.get(reason, str(reason))
-            self.counts[text] += 1
-            event = {"event": _EVENT_KIND[kind], "ts": ts, "strategy": strategy, "symbol": symbol, "reason": text,
-                     "bar_ts": bar, "side": side, "size": size, "price": price, "fee": fee, "value": value}
-            if kind in (K.EV_ORDER, K.EV_REJECT, K.EV_CANCEL):
-                cloid = cloid_for(strategy, symbol, bar) if bar >= 0 else ""
-                status = {K.EV_ORDER: "new", K.EV_REJECT: "rejected", K.EV_CANCEL: "cancelled"}[kind]
-                event["cloid"] = cloid
-                orders.append((ts, symbol, cloid, str(seq) if seq else "", _side(side), size, price, 0.0, status,
-                               text, strategy))
-            elif kind == K.EV_FILL:
-                cloid = cloid_for(strategy, symbol, bar) if bar >= 0 else cloid_for(strategy, symbol, ts, text)
-                event["cloid"] = cloid
-                fills.append((ts, symbol, cloid, str(seq) if seq else "", _side(side), size, price, fee, "filled", text,
-                              strategy))
-            if self.log_events and kind == K.EV_REJECT:
-                log.warning("%s %s: %s (target %s)", strategy, symbol or "?", text, value)
-            elif self.log_events and kind == K.EV_BREAKER:
-                log.log(logging.INFO if reason == K.R_DAY_RESET else logging.WARNING, "breaker: %s (equity %.2f)",
-                        text, value)
-            events.append(event)
-        return ExecOutput(_table(ORDERS, orders), _table(FILLS, fills), self._equity_table(eq_i, eq_f), events,
-                          eq_f[:, 4].copy())
+        """Kernel events to the orders and fills streams (column-wise), counters, logs and audit events."""
+        repeats = int(self.state["acct_i"][K.REPEATS])
+        if repeats:
+            self.counts["repeated rejections (counted, not logged)"] += repeats
+            self.state["acct_i"][K.REPEATS] = 0
+        equity = self._equity_table(eq_i, eq_f)
+        if len(ev_i) == 0:
+            return ExecOutput(_EMPTY[ORDERS.name], _EMPTY[FILLS.name], equity, [], eq_f[:, 4].copy())
+        kind, reason, k_col, s_col = ev_i[:, K.E_KIND], ev_i[:, K.E_REASON], ev_i[:, K.E_K], ev_i[:, K.E_S]
+        codes, counts = np.unique(reason, return_counts=True)
+        for code, count in zip(codes.tolist(), counts.tolist()):
+            self.counts[K.REASONS.get(code, str(code))] += count
+        strategies = [self.strategies[k] if k >= 0 else "" for k in k_col.tolist()]
+        symbols = [self.symbols[x] if x >= 0 else "" for x in s_col.tolist()]
+        unknown = np.flatnonzero(reason == K.R_UNKNOWN_SYMBOL)
+        if row_symbols is not None:
+            for at in unknown.tolist():  # the kernel passed the row index: name what was refused
+                symbols[at] = str(row_symbols[int(ev_i[at, K.E_SEQ])])
+                ev_i[at, K.E_SEQ] = 0
+        texts = [K.REASONS.get(r, str(r)) for r in reason.tolist()]
+        is_order = np.isin(kind, (K.EV_ORDER, K.EV_REJECT, K.EV_CANCEL))
+        is_fill = kind == K.EV_FILL
+        cloids = [""] * len(ev_i)
+        for at in np.flatnonzero(is_order | is_fill).tolist():
+            bar = int(ev_i[at, K.E_BAR])
+            if bar >= 0:
+                cloids[at] = cloid_for(strategies[at], symbols[at], bar)
+            elif is_fill[at]:
+                cloids[at] = cloid_for(strategies[at], symbols[at], int(ev_i[at, K.E_TS]), texts[at])
+        orders = self._stream(ORDERS, is_order, ev_i, ev_f, strategies, symbols, texts, cloids,
+                              np.where(kind == K.EV_ORDER, "new", np.where(kind == K.EV_REJECT, "rejected", "cancelled")))
+        fills = self._stream(FILLS, is_fill, ev_i, ev_f, strategies, symbols, texts, cloids, "filled")
+        events: list[dict] = []
+        if self.log_events or self.keep_events:
+            for at in range(len(ev_i)):
+                event = {"event": _EVENT_KIND[int(kind[at])], "ts": int(ev_i[at, K.E_TS]), "strategy": strategies[at],
+                         "symbol": symbols[at], "reason": texts[at], "bar_ts": int(ev_i[at, K.E_BAR]),
+                         "side": float(ev_f[at, K.E_SIDE]), "size": float(ev_f[at, K.E_SIZE]),
+                         "price": float(ev_f[at, K.E_PRICE]), "fee": float(ev_f[at, K.E_FEE]),
+                         "value": float(ev_f[at, K.E_VALUE]), "cloid": cloids[at]}
+                if self.log_events and kind[at] == K.EV_REJECT:
+                    log.warning("%s %s: %s (target %s)", event["strategy"], event["symbol"] or "?", event["reason"],
+                                event["value"])
+                elif self.log_events and kind[at] == K.EV_BREAKER:
+                    log.log(logging.INFO if reason[at] == K.R_DAY_RESET else logging.WARNING,
+                            "breaker: %s (equity %.2f)", event["reason"], event["value"])
+                events.append(event)
+        return ExecOutput(orders, fills, equity, events, eq_f[:, 4].copy())
+
+    @staticmethod
+    def _stream(kind, mask: np.ndarray, ev_i: np.ndarray, ev_f: np.ndarray, strategies: list[str], symbols: list[str],
+                texts: list[str], cloids: list[str], status) -> pa.Table:  # noqa: ANN001
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            return _EMPTY[kind.name]
+        pick = rows.tolist()
+        side = ev_f[rows, K.E_SIDE]
+        seq = ev_i[rows, K.E_SEQ]
+        columns = {
+            "ts": pa.array(ev_i[rows, K.E_TS], pa.int64()).cast(TS),
+            "symbol": pa.array([symbols[i] for i in pick], pa.string()),
+            "cloid": pa.array([cloids[i] for i in pick], pa.string()),
+            "venue_order_id": pa.array(np.where(seq > 0, seq.astype(str), ""), pa.string()),
+            "side": pa.array(np.where(side > 0, "buy", np.where(side < 0, "sell", "")), pa.string()),
+            "size": pa.array(ev_f[rows, K.E_SIZE]),
+            "price": pa.array(ev_f[rows, K.E_PRICE]),
+            "fee": pa.array(ev_f[rows, K.E_FEE]),
+            "status": pa.array(np.broadcast_to(np.asarray(status), mask.shape)[rows], pa.string()),
+            "reason": pa.array([texts[i] for i in pick], pa.string()),
+            "strategy": pa.array([strategies[i] for i in pick], pa.string()),
+        }
+        schema = kind.schema_with()
+        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
     def _equity_table(self, eq_i: np.ndarray, eq_f: np.ndarray) -> pa.Table:
         schema = EQUITY.schema_with()
         if len(eq_i) == 0:
-            return schema.empty_table()
+            return _EMPTY[EQUITY.name]
         names = pa.array(self.strategies, pa.string()).take(pa.array(eq_i[:, 1]))
         return pa.Table.from_arrays([
             pa.array(eq_i[:, 0], pa.int64()).cast(TS), names, pa.array(eq_f[:, 0]), pa.array(eq_f[:, 1]),
@@ -314,15 +354,4 @@ _EVENT_KIND = {K.EV_ORDER: "order", K.EV_FILL: "fill", K.EV_REJECT: "reject", K.
                K.EV_RISK: "risk", K.EV_BREAKER: "breaker"}
 
 
-def _side(side: float) -> str:
-    return "buy" if side > 0 else ("sell" if side < 0 else "")
-
-
-def _table(kind, rows: list[tuple]) -> pa.Table:  # noqa: ANN001
-    schema = kind.schema_with()
-    if not rows:
-        return schema.empty_table()
-    columns = list(zip(*rows))
-    arrays = [pa.array(columns[0], pa.int64()).cast(TS)] + [pa.array(col, f.type) for col, f in
-                                                             zip(columns[1:], list(schema)[1:])]
-    return pa.Table.from_arrays(arrays, schema=schema)
+_EMPTY = {kind.name: kind.schema_with().empty_table() for kind in (ORDERS, FILLS, EQUITY)}

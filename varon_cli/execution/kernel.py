@@ -38,14 +38,14 @@ from numba import njit
 CASH, PEAK, DAY_START, FEES, FUNDING, EQUITY, DAILY_TRIPPED, DD_TRIPPED, KILLED = range(9)
 ACCT_F = 9
 # acct_i
-DAY, SEQ, RING_POS = range(3)
-ACCT_I = 3
+DAY, SEQ, RING_POS, REPEATS = range(4)
+ACCT_I = 4
 
 # -- per (strategy, symbol) slot (slot_f / slot_i) ---------------------------------------------
 POS, ENTRY, STOP, TP, LEV, PEND, PEND_SL, PEND_TP, PEND_LEV = range(9)
 SLOT_F = 9
-LAST_DECIDED, PEND_BAR, PEND_SEQ, KNOWN = range(4)
-SLOT_I = 4
+LAST_DECIDED, PEND_BAR, PEND_SEQ, KNOWN, LAST_REJECT = range(5)
+SLOT_I = 5
 
 # -- per symbol ----------------------------------------------------------------------------------
 LAST_CLOSE, MAX_LEV, MMR = range(3)
@@ -106,6 +106,7 @@ def new_state(n_strategies: int, n_symbols: int, initial_equity: float, rate_win
     slot_i = np.full((n_strategies * n_symbols, SLOT_I), -1, np.int64)
     slot_i[:, PEND_SEQ] = 0
     slot_i[:, KNOWN] = 0
+    slot_i[:, LAST_REJECT] = -1
     return {
         "acct_f": acct_f, "acct_i": acct_i, "slot_f": slot_f, "slot_i": slot_i,
         "sym_f": np.zeros((n_symbols, SYM_F)), "sym_bar": np.full(n_symbols, -1, np.int64),
@@ -128,6 +129,16 @@ def _emit(ev_i, ev_f, n, kind, ts, k, s, reason, bar, seq, side, size, price, fe
     ev_f[n, E_FEE] = fee
     ev_f[n, E_VALUE] = value
     return n + 1
+
+
+@njit(cache=True)
+def _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, reason, bar, size, price, value):
+    """A rejection, emitted the first time in a row for a slot; repeats (a breaker refusing every bar) are counted."""
+    if slot_i[j, LAST_REJECT] == reason:
+        acct_i[REPEATS] += 1
+        return n
+    slot_i[j, LAST_REJECT] = reason
+    return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, reason, bar, 0, 0.0, size, price, 0.0, value)
 
 
 @njit(cache=True)
@@ -383,7 +394,7 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
             reject = R_OLD_BAR
         if reject >= 0:
             # a rejected row never moves the market: its bar may be bogus
-            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, reject, bar, 0, 0.0, 0.0, 0.0, 0.0, target[i])
+            n = _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, target[i])
             i += 1
             continue
         if bar > sym_bar[s]:
@@ -399,7 +410,7 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
         elif lev == lev and not (lev > 0.0 and lev < np.inf):
             reject = R_BAD_LEVERAGE
         if reject >= 0:
-            n = _emit(ev_i, ev_f, n, EV_REJECT, ts[i], k, s, reject, bar, 0, 0.0, 0.0, 0.0, 0.0, tgt)
+            n = _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, tgt)
         else:
             slot_i[j, LAST_DECIDED] = bar
             n = _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, ev_f, n, i, j, k, s,
@@ -459,9 +470,9 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
     # a stop or take profit must be a real price on the loss (profit) side of the position it protects
     side = desired if desired != 0.0 else pos
     if sl == sl and side != 0.0 and not ((side > 0.0 and 0.0 < sl and sl < c) or (side < 0.0 and c < sl and sl < np.inf)):
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_STOP, bar, 0, 0.0, abs(desired - pos), c, 0.0, sl)
+        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BAD_STOP, bar, abs(desired - pos), c, sl)
     if tp == tp and side != 0.0 and not ((side > 0.0 and c < tp and tp < np.inf) or (side < 0.0 and 0.0 < tp and tp < c)):
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BAD_TP, bar, 0, 0.0, abs(desired - pos), c, 0.0, tp)
+        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BAD_TP, bar, abs(desired - pos), c, tp)
     if sl == sl and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
         slot_f[j, STOP] = sl  # a moved (e.g. trailing) stop applies to the position held now
     if tp == tp and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
@@ -475,7 +486,7 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
             limited = desired if abs(desired) < abs(pos) else pos
         if limited != desired:
             if limited == pos:
-                return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BREAKER, bar, 0, 0.0, 0.0, c, 0.0, tgt)
+                return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BREAKER, bar, 0.0, c, tgt)
             n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_BREAKER, bar, 0, 0.0, abs(desired - limited), c, 0.0, tgt)
             desired = limited
     # account exposure: margin held or ordered by every other slot, plus this one's
@@ -490,22 +501,23 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
         n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
         desired = cut
     delta = desired - pos
-    if delta == 0.0:
-        return n
     closing = desired == 0.0 and pos != 0.0
     same_side = pos != 0.0 and desired != 0.0 and (pos > 0.0) == (desired > 0.0)
-    if same_side and abs(delta) < params[P_REBALANCE] * abs(pos):
-        return n  # a drift of equity or price, not a new decision: no churn
+    if delta == 0.0 or (same_side and abs(delta) < params[P_REBALANCE] * abs(pos)):
+        slot_i[j, LAST_REJECT] = -1  # accepted, nothing to do (a drift of equity or price is no new decision)
+        return n
     if abs(delta) * c < params[P_MIN_NOTIONAL] and not closing:
         if same_side:
+            slot_i[j, LAST_REJECT] = -1
             return n
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_BELOW_MIN, bar, 0, 0.0, abs(delta), c, 0.0, tgt)
+        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BELOW_MIN, bar, abs(delta), c, tgt)
     # order rate limit: a ring of the last `window` order times
     pos_ring = acct_i[RING_POS] % ring.shape[0]
     if ts - ring[pos_ring] < 60_000_000_000 and not closing:
-        return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, R_RATE_LIMIT, bar, 0, 0.0, abs(delta), c, 0.0, tgt)
+        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_RATE_LIMIT, bar, abs(delta), c, tgt)
     ring[pos_ring] = ts
     acct_i[RING_POS] += 1
+    slot_i[j, LAST_REJECT] = -1
     acct_i[SEQ] += 1
     slot_f[j, PEND] = delta
     slot_f[j, PEND_SL] = sl
