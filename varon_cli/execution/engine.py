@@ -151,10 +151,6 @@ class Executor:
         def i64(name: str) -> np.ndarray:
             return np.ascontiguousarray(batch.column(name).cast(pa.int64()).to_numpy(zero_copy_only=False))
 
-        listed = s_idx >= 0
-        # every (strategy, symbol) in the batch is known before any of them is sized: a strategy's exposure is
-        # split over all the symbols it signals on a bar, whatever their order in the batch
-        self.state["slot_i"][np.unique(k_idx[listed] * len(self.symbols) + s_idx[listed]), K.KNOWN] = 1
         ts, bar_ts = i64("ts"), i64("bar_ts")
         now = ts if now_ns is None else np.full(n, now_ns, np.int64)
         args = (ts, now, bar_ts, k_idx, s_idx, f64("target"), f64("leverage"), f64("stop_loss"), f64("take_profit"),
@@ -258,9 +254,18 @@ class Executor:
 
             raise ConfigError("saved executor state lists other venue symbols than paper.symbols; "
                               "use a new state directory or restore the config")
+        fresh = K.new_state(len(data["strategies"]), len(self.symbols), self.paper.initial_equity,
+                            self.risk.max_orders_per_minute)
+        state = {name: np.array(a["data"], dtype=a["dtype"]).reshape(a["shape"]) for name, a in data["arrays"].items()}
+        for name, array in fresh.items():
+            if name not in state or state[name].shape[1:] != array.shape[1:] or \
+                    (name in ("acct_f", "acct_i", "ring") and state[name].shape != array.shape):
+                from varon_cli.errors import ConfigError
+
+                raise ConfigError(f"saved executor state was written by another version or config ({name} has shape "
+                                  f"{state.get(name, np.zeros(0)).shape}); use a new state directory or --name")
         self.strategies = list(data["strategies"])
-        self.state = {name: np.array(a["data"], dtype=a["dtype"]).reshape(a["shape"])
-                      for name, a in data["arrays"].items()}
+        self.state = state
         self.counts = Counter(data.get("counts", {}))
 
     # -- events to streams ---------------------------------------------------------------------------

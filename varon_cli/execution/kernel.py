@@ -17,7 +17,9 @@ close). The first row of a new bar for a symbol moves that symbol's market:
 3. funding is paid at every hour mark the bar crosses, on the position at the
    close, at the rate of a funding stream for that symbol and hour when one is
    given, else at the configured rate;
-4. equity is marked at the close; the UTC day rolls; breakers are checked.
+4. equity is marked at the close and breakers are checked (the UTC day a bar
+   belongs to is the day it opens in; the day's loss counts from the equity
+   before its first bar).
 
 Then the row's decision goes through the risk engine: field validation, stale
 and future signals, leverage caps, per-strategy and account exposure, reduce-
@@ -42,8 +44,8 @@ DAY, SEQ, RING_POS, REPEATS = range(4)
 ACCT_I = 4
 
 # -- per (strategy, symbol) slot (slot_f / slot_i) ---------------------------------------------
-POS, ENTRY, STOP, TP, LEV, PEND, PEND_SL, PEND_TP, PEND_LEV = range(9)
-SLOT_F = 9
+POS, ENTRY, STOP, TP, LEV, PEND, PEND_SL, PEND_TP, PEND_LEV, LAST_REJECT_VALUE = range(10)
+SLOT_F = 10
 LAST_DECIDED, PEND_BAR, PEND_SEQ, KNOWN, LAST_REJECT = range(5)
 SLOT_I = 5
 
@@ -132,12 +134,15 @@ def _emit(ev_i, ev_f, n, kind, ts, k, s, reason, bar, seq, side, size, price, fe
 
 
 @njit(cache=True)
-def _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, reason, bar, size, price, value):
-    """A rejection, emitted the first time in a row for a slot; repeats (a breaker refusing every bar) are counted."""
-    if slot_i[j, LAST_REJECT] == reason:
+def _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, reason, bar, size, price, value):
+    """A rejection, emitted unless it repeats the slot's last one exactly (same reason and value, e.g. a breaker
+    refusing the same target every bar): repeats are counted instead of flooding the log."""
+    last = slot_f[j, LAST_REJECT_VALUE]
+    if slot_i[j, LAST_REJECT] == reason and (last == value or (last != last and value != value)):
         acct_i[REPEATS] += 1
         return n
     slot_i[j, LAST_REJECT] = reason
+    slot_f[j, LAST_REJECT_VALUE] = value
     return _emit(ev_i, ev_f, n, EV_REJECT, ts, k, s, reason, bar, 0, 0.0, size, price, 0.0, value)
 
 
@@ -238,12 +243,14 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
             after = pos + delta
             grows = after != 0.0 and (pos == 0.0 or (pos > 0.0) != (after > 0.0) or abs(after) > abs(pos))
             if grows:
-                # decided before a breaker or the kill switch engaged: never let it add exposure now
+                # decided before a breaker or the kill switch engaged: never let it add exposure now; a flip keeps
+                # its exit part, anything else is cancelled
                 reason = R_KILL if acct_f[KILLED] != 0.0 else R_BREAKER
+                kept = -pos if pos != 0.0 and (pos > 0.0) != (after > 0.0) else 0.0
                 n = _emit(ev_i, ev_f, n, EV_CANCEL, bar_ts, k, s, reason, slot_i[j, PEND_BAR], slot_i[j, PEND_SEQ],
-                          1.0 if delta > 0.0 else -1.0, abs(delta), 0.0, 0.0, 0.0)
-                slot_f[j, PEND] = 0.0
-                delta = 0.0
+                          1.0 if delta > 0.0 else -1.0, abs(delta - kept), 0.0, 0.0, 0.0)
+                slot_f[j, PEND] = kept
+                delta = kept
         if delta != 0.0:
             side = 1.0 if delta > 0.0 else -1.0
             price = o * (1.0 + side * slip)
@@ -388,13 +395,18 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
             reject = R_STALE
         elif ts[i] - now[i] > params[P_MAX_SKEW] or (bar + interval) - now[i] > params[P_MAX_SKEW] + interval:
             reject = R_FUTURE
-        elif not prices_ok:
-            reject = R_BAD_PRICE
+        if not prices_ok:
+            reject = R_BAD_PRICE  # before staleness: a malformed bar must not move the market even when late
         elif bar < sym_bar[s]:
             reject = R_OLD_BAR
+        if reject == R_STALE and bar > sym_bar[s]:
+            # a late row's bar is real history: stops, liquidations and funding still happen on it
+            n = _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar, o, h, lo, c,
+                        n_symbols, n_strategies, f_off, f_hour, f_rate)
+            sym_bar[s] = bar
         if reject >= 0:
-            # a rejected row never moves the market: its bar may be bogus
-            n = _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, target[i])
+            # a rejected decision; a future or malformed row never moves the market: its bar may be bogus
+            n = _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, target[i])
             i += 1
             continue
         if bar > sym_bar[s]:
@@ -410,7 +422,7 @@ def step(acct_f, acct_i, slot_f, slot_i, sym_f, sym_bar, strat_f, ring, params,
         elif lev == lev and not (lev > 0.0 and lev < np.inf):
             reject = R_BAD_LEVERAGE
         if reject >= 0:
-            n = _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, tgt)
+            n = _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts[i], k, s, reject, bar, 0.0, 0.0, tgt)
         else:
             slot_i[j, LAST_DECIDED] = bar
             n = _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, ev_f, n, i, j, k, s,
@@ -461,21 +473,24 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
         n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_LEVERAGE, bar, 0, 0.0, 0.0, c, 0.0, lev)
     equity = max(acct_f[EQUITY], 0.0)
     pos = slot_f[j, POS]
-    # the strategy's exposure is shared by the symbols it signals: target 1 on each uses all of it, not n times it
+    # the strategy's exposure is shared by the symbols it has decided on: target 1 on each uses all of it, not n
+    # times it (a symbol's first decision may find its share taken; the strategy cap below holds regardless)
     traded = 0
     for ss in range(n_symbols):
-        if slot_i[k * n_symbols + ss, KNOWN] != 0:
+        if slot_i[k * n_symbols + ss, LAST_DECIDED] >= 0:
             traded += 1
     desired = tgt * strat_f[k, EXPOSURE] * equity * lev / c / max(traded, 1)
     # a stop or take profit must be a real price on the loss (profit) side of the position it protects
-    side = desired if desired != 0.0 else pos
+    side = desired  # an exit is never refused for the stop or take profit that came with it
     if sl == sl and side != 0.0 and not ((side > 0.0 and 0.0 < sl and sl < c) or (side < 0.0 and c < sl and sl < np.inf)):
-        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BAD_STOP, bar, abs(desired - pos), c, sl)
+        return _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, R_BAD_STOP, bar, abs(desired - pos), c, sl)
     if tp == tp and side != 0.0 and not ((side > 0.0 and c < tp and tp < np.inf) or (side < 0.0 and 0.0 < tp and tp < c)):
-        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BAD_TP, bar, abs(desired - pos), c, tp)
-    if sl == sl and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
-        slot_f[j, STOP] = sl  # a moved (e.g. trailing) stop applies to the position held now
-    if tp == tp and pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0)):
+        return _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, R_BAD_TP, bar, abs(desired - pos), c, tp)
+    # a moved (e.g. trailing) stop or take profit applies to the position held now, when valid for its side
+    keeps_side = pos != 0.0 and (desired == 0.0 or (desired > 0.0) == (pos > 0.0))
+    if keeps_side and sl == sl and ((pos > 0.0 and 0.0 < sl and sl < c) or (pos < 0.0 and c < sl and sl < np.inf)):
+        slot_f[j, STOP] = sl
+    if keeps_side and tp == tp and ((pos > 0.0 and c < tp and tp < np.inf) or (pos < 0.0 and 0.0 < tp and tp < c)):
         slot_f[j, TP] = tp
     blocked = acct_f[DAILY_TRIPPED] != 0.0 or acct_f[DD_TRIPPED] != 0.0 or acct_f[KILLED] != 0.0
     if blocked:
@@ -486,17 +501,21 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
             limited = desired if abs(desired) < abs(pos) else pos
         if limited != desired:
             if limited == pos:
-                return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BREAKER, bar, 0.0, c, tgt)
+                return _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, R_BREAKER, bar, 0.0, c, tgt)
             n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_BREAKER, bar, 0, 0.0, abs(desired - limited), c, 0.0, tgt)
             desired = limited
-    # account exposure: margin held or ordered by every other slot, plus this one's
+    # exposure: margin held or ordered by the strategy's other slots, and by every other slot of the account
     other = 0.0
+    mine = 0.0
     for jj in range(slot_f.shape[0]):
         if jj != j:
-            other += _margin(slot_f, sym_f, jj, n_symbols)
-    room = params[P_ACCOUNT_EXPOSURE] * equity - other
+            held = _margin(slot_f, sym_f, jj, n_symbols)
+            other += held
+            if jj // n_symbols == k:
+                mine += held
+    room = min(params[P_ACCOUNT_EXPOSURE] * equity - other, strat_f[k, EXPOSURE] * equity - mine)
     margin = abs(desired) * c / lev
-    if margin > room + 1e-9 * max(equity, 1.0):
+    if margin > 0.0 and margin > room + 1e-9 * max(equity, 1.0):
         cut = (1.0 if desired > 0.0 else -1.0) * max(room, 0.0) * lev / c
         n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
         desired = cut
@@ -510,11 +529,11 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
         if same_side:
             slot_i[j, LAST_REJECT] = -1
             return n
-        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_BELOW_MIN, bar, abs(delta), c, tgt)
+        return _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, R_BELOW_MIN, bar, abs(delta), c, tgt)
     # order rate limit: a ring of the last `window` order times
     pos_ring = acct_i[RING_POS] % ring.shape[0]
     if ts - ring[pos_ring] < 60_000_000_000 and not closing:
-        return _reject(acct_i, slot_i, j, ev_i, ev_f, n, ts, k, s, R_RATE_LIMIT, bar, abs(delta), c, tgt)
+        return _reject(acct_i, slot_i, slot_f, j, ev_i, ev_f, n, ts, k, s, R_RATE_LIMIT, bar, abs(delta), c, tgt)
     ring[pos_ring] = ts
     acct_i[RING_POS] += 1
     slot_i[j, LAST_REJECT] = -1

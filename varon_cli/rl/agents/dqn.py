@@ -84,6 +84,15 @@ class DQNAgent(ValueAgent):
             actions = np.where(chance[0], chance[1], actions)
         return actions, None
 
+    def q_values(self, obs: np.ndarray, state: Any = None) -> np.ndarray:
+        """Q-values [batch, n_actions] of the greedy (noise-free) network, for inspection and logging."""
+        x = torch.from_numpy(as_obs_batch(obs, self.obs_dim)).to(self.device)
+        with torch.no_grad():
+            self.online.eval()
+            q = self.online.q_values(x)
+            self.online.train()
+        return q.cpu().numpy()
+
     # -- recording --------------------------------------------------------------------------------
 
     def observe(self, obs: np.ndarray, action: Any, reward: Any, next_obs: np.ndarray, done: Any,

@@ -86,6 +86,13 @@ class DRQNAgent(ValueAgent):
             actions = np.where(chance[0], chance[1], actions)
         return actions, state
 
+    def q_values(self, obs: np.ndarray, state: State | None = None) -> np.ndarray:
+        """Q-values [batch, n_actions] after taking in obs from `state` (which is not advanced)."""
+        x = torch.from_numpy(as_obs_batch(obs, self.obs_dim)).to(self.device)
+        with torch.no_grad():
+            h, _ = self.online.torso.step(x, state if state is not None else self.initial_state(len(x)))
+            return self.online.head(h).cpu().numpy()
+
     # -- recording --------------------------------------------------------------------------------
 
     def observe(self, obs: np.ndarray, action: Any, reward: Any, next_obs: np.ndarray, done: Any,
