@@ -517,7 +517,9 @@ def _decide(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, ring, params, ev_i, 
     margin = abs(desired) * c / lev
     if margin > 0.0 and margin > room + 1e-9 * max(equity, 1.0):
         cut = (1.0 if desired > 0.0 else -1.0) * max(room, 0.0) * lev / c
-        n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
+        if abs(desired - cut) > params[P_REBALANCE] * max(abs(pos), abs(cut)):
+            # a real cut; one inside the rebalance band is equity or price drift and changes no order
+            n = _emit(ev_i, ev_f, n, EV_RISK, ts, k, s, R_CLIP_EXPOSURE, bar, 0, 0.0, abs(desired - cut), c, 0.0, tgt)
         desired = cut
     delta = desired - pos
     closing = desired == 0.0 and pos != 0.0

@@ -85,13 +85,21 @@ def _layer(in_dim: int, out_dim: int, noisy: bool, sigma0: float, generator: tor
 
 
 class MLP(nn.Module):
-    """Linear + ReLU layers: the feature torso shared by every head."""
+    """Linear + ReLU layers: the feature torso shared by every head.
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], generator: torch.Generator) -> None:
+    With `noisy`, every layer after the first is a NoisyLinear: the first
+    layer plays the part of Fortunato et al.'s convolutional feature layers,
+    which stay deterministic, and the fully connected layers after it carry
+    the noise. Noise in the output layer alone is too small against the gaps
+    between Q-values to explore.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], generator: torch.Generator,
+                 noisy: bool = False, sigma0: float = 0.5) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [linear(in_dim, width, generator), nn.ReLU()]
+        for k, width in enumerate(hidden):
+            layers += [_layer(in_dim, width, noisy and k > 0, sigma0, generator), nn.ReLU()]
             in_dim = width
         self.body = nn.Sequential(*layers)
         self.out_dim = in_dim
@@ -192,16 +200,15 @@ class QNetwork(nn.Module):
     """MLP torso + a Q, dueling or C51 head: every feed-forward variant DQNAgent needs.
 
     `forward` returns Q-values [B, A] for scalar heads and logits [B, A, K] for
-    C51; `q_values` always returns Q-values. Noise (when `noisy`) lives in the
-    head's layers, the ones that choose between actions; the torso stays
-    deterministic, which keeps a step cheap on a small MLP.
+    C51; `q_values` always returns Q-values. With `noisy`, the head and every
+    torso layer but the first are noisy (see MLP).
     """
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int], generator: torch.Generator, *,
                  dueling: bool = False, noisy: bool = False, sigma0: float = 0.5,
                  atoms: int = 1, v_min: float = -10.0, v_max: float = 10.0) -> None:
         super().__init__()
-        self.torso = MLP(obs_dim, hidden, generator)
+        self.torso = MLP(obs_dim, hidden, generator, noisy=noisy, sigma0=sigma0)
         self.distributional = atoms > 1
         if self.distributional:
             self.head: nn.Module = C51Head(self.torso.out_dim, n_actions, generator, atoms, v_min, v_max,
