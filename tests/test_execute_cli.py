@@ -224,3 +224,20 @@ def test_backtest_and_the_live_pipeline_fill_the_same_orders_on_real_data(tmp_pa
     assert backtest_fills.equals(pipeline_fills)
     report = json.loads(bt.stdout)
     assert report is not None
+
+
+def test_several_strategies_feed_one_account(signals_file: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    bars = varon("bars", "--interval", "1h", "-i", "data/sample/btc-eth-5m.parquet", state=state)
+    feats = varon("features", state=state, stdin=bars.stdout)
+    momentum = varon("signal", "--strategy", "momentum", "-o", str(tmp_path / "momentum.arrows"), state=state,
+                     stdin=feats.stdout)
+    assert momentum.returncode == 0, momentum.stderr.decode()
+    done = varon("execute", "--clock", "event", "-i", str(signals_file), "-i", str(tmp_path / "momentum.arrows"),
+                 "-o", str(tmp_path / "fills.arrows"), "--orders-out", str(tmp_path / "orders.arrows"), state=state,
+                 VARON_RISK__STRATEGIES__MOMENTUM__EXPOSURE="0.1")
+    assert done.returncode == 0, done.stderr.decode()
+    fills = read(tmp_path / "fills.arrows")
+    assert set(fills.column("strategy").to_pylist()) == {"ema-cross", "momentum"}
+    orders = read(tmp_path / "orders.arrows", __import__("varon_cli.schemas", fromlist=["ORDERS"]).ORDERS)
+    assert "rejected: bar older than the symbol's last" not in orders.column("reason").to_pylist()

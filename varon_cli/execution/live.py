@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from varon_cli.config import VaronConfig
 from varon_cli.errors import InputError, UsageError
@@ -79,12 +80,31 @@ class _Inputs:
             if self.interval is not None and interval != self.interval:
                 raise InputError(f"{stream.label}: bar interval differs from the other inputs'")
             self.interval = interval
+        if len(self._streams) > 1 and all(stream.is_file for stream in self._streams):
+            # research: several strategies' files merged in bar order, as they would have arrived live
+            thread = threading.Thread(target=self._read_files_merged, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            self._open = 1
+            return self
         for stream in self._streams:
             thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
             thread.start()
             self._threads.append(thread)
             self._open += 1
         return self
+
+    def _read_files_merged(self) -> None:
+        try:
+            tables = [stream.read_all() for stream in self._streams]
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            order = pa.compute.sort_indices(merged, sort_keys=[("bar_ts", "ascending"), ("ts", "ascending")])
+            for batch in merged.take(order).to_batches(max_chunksize=1 << 16):
+                self.queue.put(batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.queue.put(exc)
+        finally:
+            self.queue.put(_END)
 
     def _read(self, stream) -> None:  # noqa: ANN001
         try:
