@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from commands.common import ConfigOpt, InputOpt, LogFormatOpt, LogLevelOpt, run, setup
-from commands.signal import ExpectHashOpt, ParamOpt, StrategyOpt
+from commands.signal import ExpectHashOpt, ModelOpt, ParamOpt, StrategyOpt, choose_strategy
 
 log = logging.getLogger("varon.backtest")
 
@@ -19,6 +19,7 @@ log = logging.getLogger("varon.backtest")
 def backtest(
     strategy: StrategyOpt = None,
     param: ParamOpt = None,
+    model: ModelOpt = None,
     expect_hash: ExpectHashOpt = None,
     input: InputOpt = "-",
     fills_out: Annotated[Optional[str], typer.Option("--fills-out", help="Write the fills stream here.", show_default=False)] = None,
@@ -50,16 +51,13 @@ def backtest(
         from varon_cli.report.render import render_report, report_json
         from varon_cli.schemas import BARS, FEATURES
         from varon_cli.streamio import open_input, open_output
-        from varon_cli.strategies.registry import make_strategy, parse_params
+        from varon_cli.strategies.registry import make_strategy
         from varon_cli.strategies.signals import check_features
 
         cfg = setup(config, log_level, log_format)
-        if not strategy:
-            raise UsageError("give --strategy NAME (buy-and-hold, ema-cross, momentum)")
         if folds < 1:
             raise UsageError(f"--folds {folds}: must be at least 1")
-        params = parse_params(param)
-        probe = make_strategy(strategy, params)
+        probe = choose_strategy(strategy, param, model)
         if expect_hash:
             probe.feature_hash = expect_hash
         with open_input(input, expect=(FEATURES, BARS)) as src:
@@ -78,7 +76,7 @@ def backtest(
         console = Console(stderr=True)
         documents, per_fold, last = [], [], None
         for number, period in enumerate(periods, start=1):
-            chosen = make_strategy(strategy, params)
+            chosen = choose_strategy(strategy, param, model)  # fresh state for every period
             chosen.feature_hash = probe.feature_hash
             result = run_backtest(period, chosen, interval, cfg.risk, cfg.paper, src.label, rates)
             benchmark = run_backtest(period, make_strategy("buy-and-hold"), interval, cfg.risk, cfg.paper, src.label,

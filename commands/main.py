@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from commands import backtest, bars, collect, config, execute, features, signal
+from commands import backtest, bars, collect, config, execute, features, signal, train
 from varon_cli import __version__
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command("features")(features.features)
 app.command("signal")(signal.signal)
 app.add_typer(execute.app, name="execute")
 app.command("backtest")(backtest.backtest)
+app.command("train")(train.train)
 app.add_typer(config.app, name="config")
 
 

@@ -196,9 +196,8 @@ class InputStream:
     def read_all(self) -> pa.Table:
         """Read the remaining batches into one table (watermarks are dropped)."""
         batches = [b for b in self if isinstance(b, pa.RecordBatch)]
-        if not batches:
-            return self.kind.schema.empty_table()
-        return pa.Table.from_batches(batches)
+        table = pa.Table.from_batches(batches) if batches else self.kind.schema.empty_table()
+        return table.replace_schema_metadata(self.metadata or None)  # the stream's kind, interval, spec, hash
 
 
 @contextlib.contextmanager
