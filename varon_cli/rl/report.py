@@ -60,7 +60,9 @@ def finish_training(folds: list[FoldResult], features: pa.Table, settings: Train
                     out: Path, label: str) -> dict[str, Any]:
     """Test every fold once, print the report, write the model directory; returns the JSON summary."""
     interval = parse_interval((features.schema.metadata or {}).get(INTERVAL_KEY, b"1m").decode())
-    console = Console(stderr=True)
+    import sys
+
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     document: dict[str, Any] = {"algo": settings.algo, "model": str(out), "folds": []}
     meta = None
     for fold in folds:
