@@ -366,3 +366,80 @@ def test_drqn_masks_steps_after_an_episode_ends() -> None:
                       [False, False, False, False, False, False]])
     np.testing.assert_array_equal(agent._loss_mask(first), [[0, 0, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1],
                                                             [0, 0, 1, 1, 1, 1]])
+
+
+# -- learning: CartPole-v1 ----------------------------------------------------------------------
+# Protocol: train on one env for at most CARTPOLE_BUDGET steps; every 2,000 steps (from 4,000) run
+# 5 greedy episodes and stop once they average >= 475; then the greedy policy must average >= 195
+# over 100 fresh evaluation episodes (the classic "solved" bar). Greedy means no epsilon and, for
+# noisy networks, the noise-free mean weights. scripts/bench_rl_cartpole.py runs the same thing for
+# several seeds and prints timings.
+
+CARTPOLE_BUDGET = 50_000
+# Collect 256 steps, then 128 gradient steps (the stable-baselines3 zoo's CartPole schedule), at
+# stable-baselines3's default DQN network size.
+_CARTPOLE_SCHEDULE = {"lr": 2.3e-3, "train_freq": 256, "gradient_steps": 128, "target_update_interval": 128,
+                      "eps_decay_steps": 8_000, "eps_end": 0.04, "hidden": (64, 64)}
+CARTPOLE_HPARAMS = {algo: dict(_CARTPOLE_SCHEDULE) for algo in ("dqn", "ddqn", "dueling", "noisy")} | {
+    # returns reach 1 / (1 - gamma) = 100: the support must extend past that, or good states all clip
+    # to v_max and look alike
+    "rainbow": _CARTPOLE_SCHEDULE | {"v_min": 0.0, "v_max": 200.0, "per_beta_steps": CARTPOLE_BUDGET},
+    "drqn": _CARTPOLE_SCHEDULE | {"hidden": (64,), "lstm_hidden": 64, "seq_len": 8, "burn_in": 2,
+                                  "batch_size": 16, "gradient_steps": 64, "target_update_interval": 64},
+}
+
+
+def cartpole_returns(agent, episodes: int, seed: int) -> np.ndarray:
+    """Greedy returns of `episodes` CartPole-v1 episodes (env seeds seed, seed+1, ...)."""
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    returns = np.zeros(episodes)
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        state, done = agent.initial_state(1), False
+        while not done:
+            action, state = agent.act(obs[None], state, explore=False)
+            obs, reward, terminated, truncated, _ = env.step(int(action[0]))
+            returns[episode] += reward
+            done = terminated or truncated
+    return returns
+
+
+def solve_cartpole(algo: str, hparams: dict, budget: int, seed: int) -> dict:
+    """Train `algo` on CartPole-v1 under the protocol above; steps, seconds and the 100-episode mean."""
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    agent = make_agent(algo, 4, 2, hparams, seed=seed, device="cpu")
+    obs, _ = env.reset(seed=seed)
+    state = agent.initial_state(1)
+    start, eval_seconds, step = time.perf_counter(), 0.0, 0
+    for step in range(1, budget + 1):
+        action, state = agent.act(obs[None], state)
+        next_obs, reward, terminated, truncated, _ = env.step(int(action[0]))
+        agent.observe(obs, action, reward, next_obs, terminated, truncated=truncated)
+        agent.update()
+        if terminated or truncated:
+            (obs, _), state = env.reset(), agent.initial_state(1)
+        else:
+            obs = next_obs
+        if step >= 4_000 and step % 2_000 == 0:
+            tick = time.perf_counter()
+            good = cartpole_returns(agent, 5, seed=1_000_000 + step).mean() >= 475
+            eval_seconds += time.perf_counter() - tick
+            if good:
+                break
+    seconds = time.perf_counter() - start
+    returns = cartpole_returns(agent, 100, seed=2_000_000)
+    return {"algo": algo, "seed": seed, "steps": step, "grad_steps": agent.grad_steps,
+            "train_seconds": seconds - eval_seconds, "seconds": seconds, "mean_return": float(returns.mean())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ALGOS)
+def test_solves_cartpole(algo: str) -> None:
+    pytest.importorskip("gymnasium")
+    result = solve_cartpole(algo, CARTPOLE_HPARAMS[algo], CARTPOLE_BUDGET, seed=0)
+    print(result)
+    assert result["mean_return"] >= 195.0, result

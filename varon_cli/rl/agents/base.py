@@ -159,6 +159,10 @@ class Agent(abc.ABC):
         """Record one step (or a batch of steps, one per environment) for learning."""
 
     @abc.abstractmethod
+    def q_values(self, obs: np.ndarray, state: Any = None) -> np.ndarray:
+        """Greedy Q-values [batch, n_actions] for inspection and logging (a recurrent state is not advanced)."""
+
+    @abc.abstractmethod
     def update(self) -> dict[str, float]:
         """Run the gradient steps due; metrics of the last one, or {} when none was due (warm-up)."""
 

@@ -8,8 +8,8 @@
 - dueling: Wang et al. 2016 (see networks.DuelingHead).
 - noisy: Fortunato et al. 2018 (see networks.NoisyLinear); replaces epsilon.
 - prioritized: Schaul et al. 2016 (see replay.PrioritizedReplay); the
-  priority is the sample's loss (|TD error|, or the cross-entropy for C51 as
-  Rainbow does), beta annealed linearly from per_beta0 to 1.
+  priority is |TD error|, or for C51 the KL divergence to the target
+  distribution as in Rainbow; beta is annealed linearly from per_beta0 to 1.
 - n_step: multi-step targets (Sutton 1988), see replay.NStepAccumulator.
 - distributional: C51, Bellemare et al. 2017: cross-entropy between the
   predicted distribution and the projected target distribution.
@@ -66,15 +66,17 @@ class DQNAgent(ValueAgent):
     # -- acting -----------------------------------------------------------------------------------
 
     def act(self, obs: np.ndarray, state: Any = None, explore: bool = True) -> tuple[np.ndarray, Any]:
-        """Greedy actions, epsilon-greedy (or with fresh noise, when noisy) if `explore`. State is always None."""
+        """Greedy actions; if `explore`, epsilon-greedy, or with the current noise when noisy. State is always None."""
         x = as_obs_batch(obs, self.obs_dim)
         chance = self._random_actions(len(x)) if explore else None
         if chance is not None and chance[0].all():
             return chance[1], None  # every action is random: skip the network
         with torch.no_grad():
-            if self.noisy_layers and explore:
+            if self.noisy_layers and explore and self.grad_steps == 0:
+                # Fortunato et al. resample after every optimisation step and act on that noise in between;
+                # before learning starts there is none, so draw for every action instead.
                 self.online.reset_noise(self.noise_generator)
-            elif self.noisy_layers:
+            elif self.noisy_layers and not explore:
                 self.online.eval()  # noise-free means for evaluation
             q = self.online.q_values(torch.from_numpy(x).to(self.device))
             if self.noisy_layers and not explore:
@@ -143,14 +145,12 @@ class DQNAgent(ValueAgent):
         current, online_next = out[:size], (out[size:].detach() if self.double else None)
         with torch.no_grad():
             target_next = self.target(nxt)
-        if self.distributional:
-            per_sample, q_taken = self._c51_loss(t, current, online_next, target_next)
-        else:
-            per_sample, q_taken = self._huber_loss(t, current, online_next, target_next)
+        losses = self._c51_loss if self.distributional else self._huber_loss
+        per_sample, priority, q_taken = losses(t, current, online_next, target_next)
         loss = (per_sample * t["weights"]).mean() if self.prioritized else per_sample.mean()
         self._optimize(loss)
         if self.prioritized:
-            self.replay.update_priorities(batch["rows"], per_sample.detach().cpu().numpy())
+            self.replay.update_priorities(batch["rows"], priority.cpu().numpy())
         return {"loss": loss.item(), "q_mean": q_taken.mean().item()}
 
     def _next_values(self, online_next: torch.Tensor | None, target_next: torch.Tensor) -> torch.Tensor:
@@ -175,7 +175,8 @@ class DQNAgent(ValueAgent):
         return per_action, (values[size * self.n_actions:] if self.nstep is not None else None)
 
     def _huber_loss(self, t: dict[str, torch.Tensor], q: torch.Tensor, online_next: torch.Tensor | None,
-                    target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample Huber loss, |TD error| (the PER priority; mean over actions with augmentation), Q taken."""
         size = q.shape[0]
         action = t["action"].unsqueeze(1)
         with torch.no_grad():
@@ -186,14 +187,18 @@ class DQNAgent(ValueAgent):
                 if y_taken is not None:
                     y.scatter_(1, action, y_taken.unsqueeze(1))
         delta = self.hp["huber_delta"]
+        q_taken = q.gather(1, action).squeeze(1)
         if self.augment:
             per_sample = F.huber_loss(q, y, reduction="none", delta=delta).mean(dim=1)
+            td = (q.detach() - y).abs().mean(dim=1)
         else:
-            per_sample = F.huber_loss(q.gather(1, action).squeeze(1), y_taken, reduction="none", delta=delta)
-        return per_sample, q.detach().gather(1, action)
+            per_sample = F.huber_loss(q_taken, y_taken, reduction="none", delta=delta)
+            td = (q_taken.detach() - y_taken).abs()
+        return per_sample, td, q_taken.detach()
 
     def _c51_loss(self, t: dict[str, torch.Tensor], logits: torch.Tensor, online_next: torch.Tensor | None,
-                  target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample cross-entropy to the projected target, KL divergence (Rainbow's priority), Q taken."""
         size = logits.shape[0]
         support = self.target.head.support
         action = t["action"]
@@ -210,12 +215,16 @@ class DQNAgent(ValueAgent):
                 m = project_distribution(p_aug, tz, support)  # [B, A, K]
                 if m_taken is not None:
                     m[rows, action] = m_taken
+            target = m if self.augment else m_taken
+            entropy = -(target * target.clamp(min=1e-12).log()).sum(-1)
         if self.augment:
-            per_sample = -(m * log_p).sum(-1).mean(dim=1)
+            cross_entropy = -(m * log_p).sum(-1)
+            per_sample, kl = cross_entropy.mean(dim=1), (cross_entropy.detach() - entropy).mean(dim=1)
         else:
             per_sample = -(m_taken * log_p[rows, action]).sum(-1)
+            kl = per_sample.detach() - entropy
         q_taken = (log_p.detach().exp()[rows, action] * support).sum(-1)
-        return per_sample, q_taken
+        return per_sample, kl.clamp(min=0.0), q_taken
 
     # -- checkpoints ------------------------------------------------------------------------------
 

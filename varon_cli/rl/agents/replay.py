@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 
 Batch = dict[str, np.ndarray]
 
@@ -80,20 +81,47 @@ class UniformReplay:
             self.data[k][: self.size] = v.numpy()
 
 
+@njit(cache=True)
+def _tree_set(tree: np.ndarray, leaves: int, index: np.ndarray, priority: np.ndarray) -> None:
+    for k in range(len(index)):  # in order, so for a repeated index the last value wins
+        node = index[k] + leaves
+        tree[node] = priority[k]
+        node >>= 1
+        while node >= 1:
+            tree[node] = tree[2 * node] + tree[2 * node + 1]
+            node >>= 1
+
+
+@njit(cache=True)
+def _tree_find(tree: np.ndarray, leaves: int, values: np.ndarray) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.int64)
+    for k in range(len(values)):
+        value, node = values[k], 1
+        while node < leaves:
+            left = tree[2 * node]
+            if value < left:
+                node = 2 * node
+            else:
+                value -= left
+                node = 2 * node + 1
+        out[k] = node - leaves
+    return out
+
+
 class SumTree:
     """A binary tree whose every node holds the sum of its children: O(log n) proportional sampling.
 
     Leaves are priorities; `find(u)` walks from the root to the leaf whose
     cumulative-sum interval holds u, so a leaf is found with probability
     priority / total (Schaul et al. 2016, "Prioritized Experience Replay",
-    Appendix B.2.1). Both operations are vectorised over a batch of leaves.
-    A parent is always recomputed as left + right, so the tree is a pure
-    function of its leaves (no drift from adding differences).
+    Appendix B.2.1). A parent is always recomputed as left + right, so the
+    tree is a pure function of its leaves (no drift from adding differences).
+    The walks are compiled loops: in numpy they would be a dozen array ops
+    per tree level.
     """
 
     def __init__(self, capacity: int) -> None:
         self.leaves = 1 << max(0, (capacity - 1).bit_length())
-        self.depth = self.leaves.bit_length() - 1
         self.tree = np.zeros(2 * self.leaves, dtype=np.float64)  # node 1 is the root
 
     @property
@@ -101,37 +129,17 @@ class SumTree:
         return float(self.tree[1])
 
     def get(self, index: np.ndarray) -> np.ndarray:
-        return self.tree[index + self.leaves]
+        return self.tree[np.asarray(index) + self.leaves]
 
-    def update(self, index: np.ndarray, priority: np.ndarray) -> None:
+    def update(self, index: np.ndarray, priority: np.ndarray | float) -> None:
         """Set leaves `index` to `priority` (for a repeated index the last value wins)."""
-        index = np.asarray(index, dtype=np.int64)
-        priority = np.broadcast_to(np.asarray(priority, dtype=np.float64), index.shape)
-        # keep the last occurrence of each index
-        _, last = np.unique(index[::-1], return_index=True)
-        keep = len(index) - 1 - last
-        node = index[keep] + self.leaves
-        self.tree[node] = priority[keep]
-        if len(node) == 1:  # one new transition per step: scalar indexing is ~10x cheaper
-            tree, i = self.tree, int(node[0])
-            while i > 1:
-                i >>= 1
-                tree[i] = tree[2 * i] + tree[2 * i + 1]
-            return
-        for _ in range(self.depth):  # a parent listed twice gets the same sum twice: harmless
-            node >>= 1
-            self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        priority = np.ascontiguousarray(np.broadcast_to(np.asarray(priority, dtype=np.float64), index.shape))
+        _tree_set(self.tree, self.leaves, index, priority)
 
     def find(self, value: np.ndarray) -> np.ndarray:
         """Leaf index for each cumulative value in [0, total)."""
-        value = np.array(value, dtype=np.float64)
-        node = np.ones(len(value), dtype=np.int64)
-        for _ in range(self.depth):
-            left = self.tree[2 * node]
-            right = value >= left
-            value -= np.where(right, left, 0.0)
-            node = 2 * node + right
-        return node - self.leaves
+        return _tree_find(self.tree, self.leaves, np.ascontiguousarray(value, dtype=np.float64))
 
 
 class PrioritizedReplay(UniformReplay):
