@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmarks of RL training throughput on CPU beside stable-baselines3 in the same run, and of live DRQN latency.
 
-    .venv/bin/python scripts/bench_train.py            # 30,000 training steps a side, 5,000 latency bars (~2.5 min)
+    .venv/bin/python scripts/bench_train.py            # 30,000 training steps a side, 5,000 latency bars (~2.5-3 min)
     .venv/bin/python scripts/bench_train.py --quick    # 5,000 steps a side, 1,000 latency bars, smoke run
     .venv/bin/python scripts/bench_train.py --only 2   # DRQN latency only
 

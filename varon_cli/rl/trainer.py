@@ -146,8 +146,10 @@ def train_seed(train_env: TradingEnv, valid_env: TradingEnv, settings: TrainSett
         action, next_state = agent.act(obs[None, :], state, explore=True)
         a = int(action[0])
         next_obs, reward, done, info = train_env.step(a)
-        agent.observe(obs[None, :], np.array([a]), np.array([reward]), next_obs[None, :], np.array([done]),
-                      augmented=_augmented(info) if augment else None)
+        # an episode ends because a window or the data ends, never because the market does: a cut, not a
+        # terminal state, so the value after it is bootstrapped
+        agent.observe(obs[None, :], np.array([a]), np.array([reward]), next_obs[None, :], np.array([False]),
+                      augmented=_augmented(info) if augment else None, truncated=np.array([done]))
         metrics = agent.update()
         if metrics:
             updates += 1
