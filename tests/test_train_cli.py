@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from varon_cli.rl.agents.hparams import ALGOS
-from varon_cli.schemas import FEATURE_HASH_KEY, SIGNALS
+from varon_cli.schemas import FEATURE_HASH_KEY, FEATURES, SIGNALS
 from varon_cli.streamio import open_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,27 @@ def env() -> dict[str, str]:
 def varon(*args: str | Path, stdin: bytes | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([*VARON, *map(str, args)], cwd=REPO, env=env(), input=stdin, capture_output=True,
                           timeout=timeout)
+
+
+def start(*args: str | Path) -> subprocess.Popen:
+    return subprocess.Popen([*VARON, *map(str, args)], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def varon_together(*commands: list[str | Path]) -> list[subprocess.CompletedProcess]:
+    """Independent commands at the same time (two cores; each process starts torch, which dominates)."""
+    processes = [start(*command) for command in commands]
+    return [finish(p) for p in processes]
 
 
 def text(done: subprocess.CompletedProcess) -> str:
@@ -152,11 +173,13 @@ def test_every_algo_trains_and_its_model_runs_in_signal_and_backtest(algo: str, 
     features = read_features(features_file)
     assert meta["algo"] == algo
     assert meta["feature_hash"] == features.schema.metadata[FEATURE_HASH_KEY].decode()
-    assert not set(EMPTY_COLUMNS) & set(meta["feature_columns"])
-    assert len(meta["feature_columns"]) == 18
+    computed = [f.name for f in features.schema if f.name not in FEATURES.column_names]
+    assert set(EMPTY_COLUMNS) <= set(computed)
+    assert meta["feature_columns"] == [c for c in computed if c not in EMPTY_COLUMNS]
 
     signals_path = tmp_path / "signals.arrows"
-    sig = varon("signal", "--model", model, "-i", features_file, "-o", signals_path)
+    sig, bt = varon_together(["signal", "--model", model, "-i", features_file, "-o", signals_path],
+                             ["backtest", "--model", model, "-i", features_file])
     assert sig.returncode == 0, text(sig)
     with open_input(str(signals_path), expect=(SIGNALS,)) as src:
         signals = src.read_all()
@@ -167,7 +190,6 @@ def test_every_algo_trains_and_its_model_runs_in_signal_and_backtest(algo: str, 
     assert set(signals["strategy"].to_pylist()) == {meta["name"]}
     assert all(m and m.endswith(meta["weights_sha256"][:12]) for m in signals["model_id"].to_pylist())
 
-    bt = varon("backtest", "--model", model, "-i", features_file)
     assert bt.returncode == 0, text(bt)
     report = text(bt)
     assert meta["name"] in report and "buy-and-hold" in report and "Total return" in report and "Sharpe" in report
@@ -178,53 +200,47 @@ def test_every_algo_trains_and_its_model_runs_in_signal_and_backtest(algo: str, 
 @pytest.mark.parametrize("algo", ["rainbow", "drqn"])
 def test_the_same_seed_gives_identical_weights(algo: str, features_file: Path, tmp_path: Path) -> None:
     """Rainbow (noisy nets, prioritised replay, n-step, C51) and DRQN (LSTM windows): the most RNG-hungry agents."""
-    runs = []
-    for name in ("a", "b"):
-        done = varon("train", "--algo", algo, "-i", features_file, "--out", tmp_path / name, *FAST)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for done in varon_together(*(["train", "--algo", algo, "-i", features_file, "--out", out, *FAST] for out in runs)):
         assert done.returncode == 0, text(done)
-        runs.append(tmp_path / name)
     assert_same_weights(*runs)
 
 
 RESUME = ["--algo", "dqn", "--seeds", "1", "--hparam", "steps=6000", "--hparam", "eval_every=200",
-          "--hparam", "learning_starts=100"]
+          "--hparam", "patience=1000", "--hparam", "learning_starts=100"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a resumed seed crashes with RuntimeError 'the episode is over (or never began): call reset()' "
-    "(traceback, exit 1): trainer.train_seed restores the agent, the env RNG and `obs` from the checkpoint but "
-    "not the TradingEnv's episode position (_row, _end, _pos), so the first train_env.step() after a resume "
-    "runs on a fresh env whose episode never began"))
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(features_file: Path, tmp_path: Path) -> None:
-    out = tmp_path / "resumed"
+    out, straight = tmp_path / "resumed", tmp_path / "straight"
     checkpoint = out / "checkpoints" / "fold0-seed0.pt"
-    command = [*VARON, "train", "-i", str(features_file), "--out", str(out), *RESUME]
-    with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            deadline = time.monotonic() + 120
-            while not checkpoint.exists():
-                assert first.poll() is None, (tmp_path / "first.log").read_text()
-                assert time.monotonic() < deadline, "no checkpoint within 120 s"
-                time.sleep(0.01)
-            os.kill(first.pid, signal.SIGKILL)
-        finally:
-            if first.poll() is None:
-                first.kill()
-            first.wait(timeout=30)
-    assert first.returncode == -signal.SIGKILL
-    assert not (out / "model.json").exists()  # it really was cut short
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["step"]
-    assert 0 < saved < 6000 and saved % 200 == 0
+    reference = start("train", "-i", features_file, "--out", straight, *RESUME)  # uninterrupted, meanwhile
+    try:
+        with open(tmp_path / "first.log", "wb") as log:
+            first = subprocess.Popen([*VARON, "train", "-i", str(features_file), "--out", str(out), *RESUME],
+                                     cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                deadline = time.monotonic() + 120
+                while not checkpoint.exists():
+                    assert first.poll() is None, (tmp_path / "first.log").read_text()
+                    assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                    time.sleep(0.01)
+                os.kill(first.pid, signal.SIGKILL)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+                first.wait(timeout=30)
+        assert first.returncode == -signal.SIGKILL
+        assert not (out / "model.json").exists()  # it really was cut short
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["step"]
+        assert 0 < saved < 6000 and saved % 200 == 0
 
-    again = varon("train", "-i", features_file, "--out", out, *RESUME)
+        again = varon("train", "-i", features_file, "--out", out, *RESUME)
+    finally:
+        reference_done = finish(reference)
     assert again.returncode == 0, text(again)
     assert re.search(rf"fold 0 seed 0: resuming at step {saved} from", text(again)), text(again)
-
-    straight = tmp_path / "straight"
-    reference = varon("train", "-i", features_file, "--out", straight, *RESUME)
-    assert reference.returncode == 0, text(reference)
-    assert "resuming" not in text(reference)
+    assert reference_done.returncode == 0, text(reference_done)
+    assert "resuming" not in text(reference_done)
     assert_same_weights(out, straight)
 
 
@@ -251,17 +267,16 @@ def test_a_dataset_too_short_to_split_is_a_clear_error(features_file: Path, tmp_
     table = read_features(features_file)
     symbol = np.asarray(table["symbol"].to_pylist())
     warm = np.asarray(table["warmup"].to_numpy(zero_copy_only=False), dtype=bool)
-    keep = np.zeros(table.num_rows, dtype=bool)
+    keep = warm.copy()
     for name in np.unique(symbol):
-        rows = np.flatnonzero(symbol == name)
-        first_ready = rows[~warm[rows]][0]
-        keep[rows[rows < first_ready + 10]] = True  # warm-up plus 10 usable bars per symbol
+        rows = np.flatnonzero((symbol == name) & ~warm)
+        keep[rows[:10]] = True  # warm-up plus 10 usable bars per symbol: too few for a 70/15/15 split
     short = write_features(table.filter(pa.array(keep)), tmp_path / "short.parquet")
     out = tmp_path / "model"
     done = varon("train", "--algo", "dqn", "-i", short, "--out", out, *FAST)
     assert done.returncode == 65, text(done)
     line = one_line_error(done, "train")
-    assert "split" in line and "use more data" in line, line
+    assert "split" in line and ("use more data" in line or "too few" in line), line
     assert not (out / "model.json").exists()
 
 
@@ -310,23 +325,13 @@ def _short_normaliser(meta: dict) -> None:
     meta["normaliser"]["mean"] = meta["normaliser"]["mean"][:-1]
 
 
-MODEL_JSON_UNCHECKED = (
-    "BUG: model.ModelStrategy trusts model.json beyond its format number: a missing key, or actions / "
-    "feature_columns that disagree with agent.pt and the normaliser, surface as a KeyError, IndexError or "
-    "ValueError traceback with exit 1 (load_meta/_setup validate neither the keys nor len(actions) == "
-    "agent.n_actions nor len(feature_columns) + 1 == agent.obs_dim == len(normaliser columns))")
-
-
 @pytest.mark.parametrize(("damage", "named"), [
     pytest.param(lambda m: _truncate(m / "agent.pt"), "agent.pt", id="agent.pt-truncated"),
     pytest.param(lambda m: _truncate(m / "model.json"), "model.json", id="model.json-truncated"),
     pytest.param(_edit_meta(_short_normaliser), "normaliser", id="model.json-normaliser-malformed"),
-    pytest.param(_edit_meta(_drop_feature_columns), "feature_columns", id="model.json-feature_columns-missing",
-                 marks=pytest.mark.xfail(strict=True, reason=MODEL_JSON_UNCHECKED)),
-    pytest.param(_edit_meta(_two_actions), "actions", id="model.json-actions-disagree",
-                 marks=pytest.mark.xfail(strict=True, reason=MODEL_JSON_UNCHECKED)),
-    pytest.param(_edit_meta(_fewer_columns), "feature", id="model.json-feature_columns-disagree",
-                 marks=pytest.mark.xfail(strict=True, reason=MODEL_JSON_UNCHECKED)),
+    pytest.param(_edit_meta(_drop_feature_columns), "feature_columns", id="model.json-feature_columns-missing"),
+    pytest.param(_edit_meta(_two_actions), "actions", id="model.json-actions-disagree"),
+    pytest.param(_edit_meta(_fewer_columns), "feature", id="model.json-feature_columns-disagree"),
 ])
 def test_a_corrupted_model_directory_is_refused_in_one_line(damage, named: str, trained_model: Path,  # noqa: ANN001
                                                             features_file: Path, tmp_path: Path) -> None:

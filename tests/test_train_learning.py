@@ -315,12 +315,6 @@ def test_the_report_puts_a_planted_edge_far_above_the_baselines(planted_report: 
     assert fold["trials"] == 10_000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: report.finish_training deflates the chosen model's per-bar Sharpe (trainer.deflate: mean/std of per-bar "
-    "log returns) against the variance of the seeds' ANNUALISED test Sharpes (metrics_of(...).sharpe), while "
-    "validation.deflated_sharpe requires both in per-period units; the benchmark SR0 is inflated by "
-    "sqrt(periods_per_year) (~94 for 1h bars): here a model with test Sharpe ~27 on both seeds (per-bar SR 0.29 "
-    "over 450 bars, seed Sharpe std 0.16) gets a deflated Sharpe of ~0.00 for 10^4 trials instead of ~1.0"))
 def test_the_deflated_sharpe_of_a_planted_edge_is_high(planted_report: dict) -> None:
     """A per-bar Sharpe of ~0.29 over ~450 bars (t ~ 6) survives 10^4 trials when the trials' Sharpe ratios spread
     as little as these seeds' do (per-bar SR0 = sqrt(V) * 3.86 ~ 0.01 for an annualised std of ~0.2)."""

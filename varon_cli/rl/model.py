@@ -106,6 +106,7 @@ class ModelStrategy(Strategy):
         return strategy
 
     def _setup(self, agent: Agent, meta: dict[str, Any], name: str, model_id: str) -> None:
+        _check_meta(agent, meta, name)
         Strategy.__init__(self, {})
         self.agent, self.meta = agent, meta
         self.name = name
@@ -142,3 +143,23 @@ class ModelStrategy(Strategy):
             self._position[s] = value
             target[i] = value
         return Decisions.targets(target)
+
+
+REQUIRED_KEYS = ("algo", "actions", "feature_columns", "feature_hash", "normaliser")
+
+
+def _check_meta(agent: Agent, meta: dict[str, Any], name: str) -> None:
+    """A model description that does not fit its weights is refused in one line, before any decision."""
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise InputError(f"model {name}: description lacks {', '.join(missing)}")
+    actions, columns = meta["actions"], meta["feature_columns"]
+    if not isinstance(actions, list) or len(actions) != agent.n_actions:
+        raise InputError(f"model {name}: {len(actions) if isinstance(actions, list) else 'no'} actions described, "
+                         f"the agent has {agent.n_actions}")
+    if not isinstance(columns, list) or len(columns) + 1 != agent.obs_dim:
+        raise InputError(f"model {name}: {len(columns) if isinstance(columns, list) else 'no'} feature columns "
+                         f"described, the agent observes {agent.obs_dim - 1} (+ its position)")
+    normaliser = meta["normaliser"]
+    if not isinstance(normaliser, dict) or list(normaliser.get("columns", [])) != columns:
+        raise InputError(f"model {name}: the normalisation statistics do not match the feature columns")

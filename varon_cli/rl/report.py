@@ -87,13 +87,15 @@ def finish_training(folds: list[FoldResult], features: pa.Table, settings: Train
             rows[baseline] = _metrics(metrics_of(run, interval, cfg.paper.initial_equity))
         trials = len(settings.seeds) + settings.trials
         finite = [s for s in seed_sharpes if np.isfinite(s)]
+        per_year = 365.25 * 86_400e9 / interval  # the report's annualisation
+        per_bar = [s / np.sqrt(per_year) for s in finite]  # the deflated Sharpe works in per-bar units
         fold_doc = {
             "fold": fold.fold, "windows": fold.window,
             "validation": {str(r.seed): {"sharpe": r.best_valid_sharpe, "best_step": r.best_step,
                                          "steps": r.steps_done, "env_steps_per_s": r.env_steps_per_s}
                            for r in fold.seeds},
             "test": rows, "test_sharpe_over_seeds": summarise_seeds(finite) if finite else {},
-            "deflated_sharpe": deflate(chosen_returns, finite, trials), "trials": trials,
+            "deflated_sharpe": deflate(chosen_returns, per_bar, trials), "trials": trials,
         }
         document["folds"].append(fold_doc)
         _print(console, settings, fold_doc, label)

@@ -134,6 +134,8 @@ def train_seed(train_env: TradingEnv, valid_env: TradingEnv, settings: TrainSett
         best_state = saved["best_state"]
         log.info("fold %d seed %d: resuming at step %d from %s", fold, seed, step, path)
         obs, state = saved["obs"], saved["state"]
+        for name, value in saved["episode"].items():
+            setattr(train_env, name, value)  # where the environment was in its episode
     else:
         agent = make_agent(settings.algo, train_env.obs_dim, train_env.n_actions, hp, seed=seed,
                            device=settings.device)
@@ -170,7 +172,9 @@ def train_seed(train_env: TradingEnv, valid_env: TradingEnv, settings: TrainSett
             _save_checkpoint(path, {"identity": identity, "agent": agent.state_dict(include_replay=True),
                                     "env_rng": train_env._rng.bit_generator.state,  # noqa: SLF001
                                     "step": step, "best": best, "best_step": best_step, "stale": stale,
-                                    "updates": updates, "best_state": best_state, "obs": obs, "state": state})
+                                    "updates": updates, "best_state": best_state, "obs": obs, "state": state,
+                                    "episode": {name: getattr(train_env, name) for name in
+                                                ("_row", "_end", "_pos", "_next_series")}})
             if progress is not None:
                 progress({"fold": fold, "seed": seed, "step": step, "steps": settings.steps,
                           "loss": float(metrics.get("loss", np.nan)) if metrics else float("nan"),

@@ -58,8 +58,8 @@ class ValueAgent(Agent):
         """Whether the replay can give a batch."""
 
     @abc.abstractmethod
-    def _gradient_step(self) -> dict[str, float]:
-        """Sample, compute the loss, step the optimiser; return loss and q_mean."""
+    def _gradient_step(self) -> dict[str, torch.Tensor]:
+        """Sample, compute the loss, step the optimiser; return loss and q_mean as detached scalars."""
 
     @abc.abstractmethod
     def _replay_state(self) -> dict[str, Any]:
@@ -107,14 +107,16 @@ class ValueAgent(Agent):
     def update(self) -> dict[str, float]:
         """Run every gradient step owed (none during warm-up); metrics of the last, or {}."""
         due = self._due()
-        metrics: dict[str, float] = {}
+        last: dict[str, torch.Tensor] = {}
         while self.grad_steps < due:
-            metrics = self._gradient_step()
+            last = self._gradient_step()
             self.grad_steps += 1
             self._update_target()
-        if metrics:
-            metrics["noise_sigma" if self.noisy_layers else "epsilon"] = self.exploration()
-            metrics["grad_steps"] = float(self.grad_steps)
+        if not last:
+            return {}
+        metrics = {k: v.item() for k, v in last.items()}  # one device sync per call, not per step
+        metrics["noise_sigma" if self.noisy_layers else "epsilon"] = self.exploration()
+        metrics["grad_steps"] = float(self.grad_steps)
         return metrics
 
     def _optimize(self, loss: torch.Tensor) -> None:

@@ -124,7 +124,7 @@ class DQNAgent(ValueAgent):
         frac = min(1.0, self.env_steps / max(1, self.hp["per_beta_steps"]))
         return self.hp["per_beta0"] + frac * (1.0 - self.hp["per_beta0"])
 
-    def _gradient_step(self) -> dict[str, float]:
+    def _gradient_step(self) -> dict[str, torch.Tensor]:
         size = self.hp["batch_size"]
         if self.prioritized:
             batch = self.replay.sample(size, beta=self._beta())
@@ -151,7 +151,7 @@ class DQNAgent(ValueAgent):
         self._optimize(loss)
         if self.prioritized:
             self.replay.update_priorities(batch["rows"], priority.cpu().numpy())
-        return {"loss": loss.item(), "q_mean": q_taken.mean().item()}
+        return {"loss": loss.detach(), "q_mean": q_taken.mean()}
 
     def _next_values(self, online_next: torch.Tensor | None, target_next: torch.Tensor) -> torch.Tensor:
         """Target-network value (Q, or atom probabilities for C51) of the best next action.

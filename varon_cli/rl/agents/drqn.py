@@ -129,7 +129,7 @@ class DRQNAgent(ValueAgent):
         warmed = (np.arange(first.shape[1]) >= self.burn_in)[None, :] | first[:, :1]
         return (valid & warmed).astype(np.float32)
 
-    def _gradient_step(self) -> dict[str, float]:
+    def _gradient_step(self) -> dict[str, torch.Tensor]:
         batch = self.replay.sample(self.hp["batch_size"])
         mask = torch.from_numpy(self._loss_mask(batch["first"])).to(self.device)
         t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
@@ -159,7 +159,7 @@ class DRQNAgent(ValueAgent):
         loss = (per_step * mask).sum() / count
         self._optimize(loss)
         q_mean = (q.detach().gather(-1, action).squeeze(-1) * mask).sum() / count
-        return {"loss": loss.item(), "q_mean": q_mean.item()}
+        return {"loss": loss.detach(), "q_mean": q_mean}
 
     def _augmented_targets(self, t: dict[str, torch.Tensor], seq: torch.Tensor, online_hs: torch.Tensor,
                            target_hs: torch.Tensor) -> torch.Tensor:
