@@ -208,7 +208,7 @@ class QNetwork(nn.Module):
                  dueling: bool = False, noisy: bool = False, sigma0: float = 0.5,
                  atoms: int = 1, v_min: float = -10.0, v_max: float = 10.0) -> None:
         super().__init__()
-        self.torso = MLP(obs_dim, hidden, generator)
+        self.torso = MLP(obs_dim, hidden, generator, noisy=noisy, sigma0=sigma0)
         self.distributional = atoms > 1
         if self.distributional:
             self.head: nn.Module = C51Head(self.torso.out_dim, n_actions, generator, atoms, v_min, v_max,

@@ -69,8 +69,7 @@ class UniformReplay:
         return {k: v[rows] for k, v in self.data.items()}
 
     def sample(self, batch_size: int) -> Batch:
-        batch = self.gather(self.rng.integers(0, self.size, size=batch_size))
-        return batch
+        return self.gather(self.rng.integers(0, self.size, size=batch_size))
 
     def state_dict(self) -> dict[str, Any]:
         return {"pos": self.pos, "size": self.size, "data": _to_tensors({k: v[: self.size] for k, v in self.data.items()})}
@@ -179,7 +178,7 @@ class PrioritizedReplay(UniformReplay):
         return batch
 
     def update_priorities(self, rows: np.ndarray, td_abs: np.ndarray) -> None:
-        """Set the priorities of sampled rows from their new absolute TD errors (or losses)."""
+        """Set the priorities of sampled rows from their new |TD errors| (or, for C51, KL divergences)."""
         priority = np.asarray(td_abs, dtype=np.float64) + self.eps
         self.max_priority = max(self.max_priority, float(priority.max()))
         self.tree.update(rows, priority ** self.alpha)
