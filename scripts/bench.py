@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import talib
 from rich.console import Console
 from rich.table import Table as RichTable
+from benchkit import best_of, rate, spread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,41 +81,14 @@ ROWS: list[Row] = []
 FAILED: list[str] = []
 
 
-def rate(n: float, seconds: float, unit: str) -> str:
-    r = n / seconds
-    if r >= 1e6:
-        return f"{r / 1e6:,.2f} M {unit}/s"
-    if r >= 1e3:
-        return f"{r / 1e3:,.1f} k {unit}/s"
-    return f"{r:,.1f} {unit}/s"
 
 
 def ratio_text(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
-def best_of(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, list[float], Any]:
-    """(best seconds, all timed seconds, result of the first call). Timed results are dropped at once."""
-    first = None
-    for i in range(warmup):
-        out = fn()
-        if i == 0:
-            first = out
-        del out
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        if first is None:
-            first = out
-        del out
-    return min(times), times, first
 
 
-def spread(times: list[float]) -> str:
-    return "runs " + " ".join(f"{t:.3f}" for t in times) + " s"
 
 
 def rss_mib() -> float:

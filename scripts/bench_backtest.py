@@ -91,6 +91,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
+from benchkit import best_of, rate, spread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,37 +127,10 @@ FAILED: list[str] = []
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def rate(n: float, seconds: float, unit: str = "bars") -> str:
-    r = n / seconds if seconds > 0 else math.inf
-    if r >= 1e6:
-        return f"{r / 1e6:,.2f} M {unit}/s"
-    if r >= 1e3:
-        return f"{r / 1e3:,.1f} k {unit}/s"
-    return f"{r:,.1f} {unit}/s"
 
 
-def best_of(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, list[float], Any]:
-    """(best seconds, all timed seconds, result of the first call)."""
-    first = None
-    for i in range(warmup):
-        out = fn()
-        if i == 0:
-            first = out
-        del out
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        if first is None:
-            first = out
-        del out
-    return min(times), times, first
 
 
-def spread(times: list[float]) -> str:
-    return "runs " + " ".join(f"{t:.3f}" for t in times) + " s"
 
 
 def check(label: str, ok: bool, detail: str) -> None:

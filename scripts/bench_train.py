@@ -104,6 +104,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from rich.console import Console
+from benchkit import rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -145,13 +146,6 @@ FAILED: list[str] = []
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def rate(n: float, seconds: float, unit: str) -> str:
-    r = n / seconds if seconds > 0 else math.inf
-    if r >= 1e6:
-        return f"{r / 1e6:,.2f} M {unit}/s"
-    if r >= 1e3:
-        return f"{r / 1e3:,.2f} k {unit}/s"
-    return f"{r:,.1f} {unit}/s"
 
 
 def check(label: str, ok: bool, detail: str) -> None:
