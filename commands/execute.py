@@ -21,7 +21,10 @@ app.command("reset")(reset)
 @app.callback(invoke_without_command=True)
 def execute(
     ctx: typer.Context,
-    venue: Annotated[str, typer.Option("--venue", help="paper (the simulated venue; hyperliquid comes later).")] = "paper",
+    venue: Annotated[str, typer.Option("--venue", help="paper (simulated) or hyperliquid (live perpetuals; config section hyperliquid).")] = "paper",
+    url: Annotated[Optional[str], typer.Option("--url", help="Hyperliquid API base URL (default hyperliquid.url).", show_default=False)] = None,
+    testnet: Annotated[bool, typer.Option("--testnet", help="Use hyperliquid.testnet_url.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Hyperliquid: build, sign and log every action without sending it.")] = False,
     input: Annotated[Optional[list[str]], typer.Option("-i", "--input", help="Signals input; repeat for several strategies (default stdin).", show_default=False)] = None,
     output: OutputOpt = "-",
     orders_out: Annotated[Optional[str], typer.Option("--orders-out", help="Orders, rejections and cancellations stream.", show_default=False)] = None,
@@ -33,7 +36,11 @@ def execute(
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Turn signals into orders under the risk limits, fill them on the paper venue, write fills to -o.
+    """Turn signals into orders under the risk limits, fill them on the venue, write fills to -o.
+
+With --venue hyperliquid every entry is an IOC limit within hyperliquid.max_slippage_bps of the mid, followed
+at once by reduce-only stop-loss (and take-profit) triggers; the signing key comes from $VARON_HL_SECRET_KEY
+or hyperliquid.key_file (mode 600). Start-up reconciles the saved state with the venue (hyperliquid.on_mismatch).
 
     State and the audit log live in execute.state_dir; `varon execute kill` (or SIGUSR1, or a KILL file there)
     cancels, flattens and stops every executor until `varon execute reset`.
@@ -47,14 +54,18 @@ def execute(
         from varon_cli.execution.live import ExecuteRequest, run_execute, summary
 
         cfg = setup(config, log_level, log_format)
-        if venue != "paper":
-            raise UsageError(f"--venue {venue!r}: only paper is available (hyperliquid comes in a later release)")
+        if venue not in ("paper", "hyperliquid"):
+            raise UsageError(f"--venue {venue!r}: expected paper or hyperliquid")
+        if venue == "paper" and (url or testnet or dry_run):
+            raise UsageError("--url, --testnet and --dry-run apply to --venue hyperliquid")
         if clock not in ("wall", "event"):
             raise UsageError(f"--clock {clock!r}: expected wall or event")
         from varon_cli.execution.killswitch import KILL_EXIT_CODE, KillRequested
         from varon_cli.runtime import Interrupted
 
-        request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, name, clock, funding)
+        run_name = f"{name}-dry-run" if dry_run else name  # a dry run never touches the live executor's state
+        request = ExecuteRequest(list(input or ["-"]), output, orders_out, equity_out, run_name, clock, funding,
+                                 venue=venue, url=url, testnet=testnet, dry_run=dry_run)
         try:
             executor = run_execute(request, cfg)
         except KillRequested as exc:

@@ -213,6 +213,56 @@ class PaperConfig:
 
 
 @dataclass(frozen=True)
+class HyperliquidConfig:
+    """The live venue (`varon execute --venue hyperliquid`); protocol facts in ../shared/reference/protocols.md 4-6."""
+
+    url: str = "https://api.hyperliquid.xyz"
+    testnet_url: str = "https://api.hyperliquid-testnet.xyz"
+    # The trading account (the master address); an agent (API wallet) key signs for it.
+    account_address: str = ""
+    # Trade a vault's or sub-account's balance instead (the agent must be allowed to).
+    vault_address: str = ""
+    # File holding the agent's private key (hex); must not be readable by group or others.
+    # $VARON_HL_SECRET_KEY takes precedence. The key itself never belongs in this file.
+    key_file: str = ""
+    # Symbols traded here (coin BTC is BTC-USD); leverage limits come from the venue's meta.
+    symbols: list = field(default_factory=lambda: ["BTC-USD", "ETH-USD"])
+    # Market-like orders are IOC limits at most this far from the mid (basis points).
+    max_slippage_bps: float = 50.0
+    # Margin mode set per asset before an entry: isolated or cross.
+    margin_mode: str = "isolated"
+    # What start-up does when the venue disagrees with the saved state: halt, adopt or flatten.
+    on_mismatch: str = "halt"
+    # Strategy that owns positions adopted from the venue.
+    adopt_strategy: str = "adopted"
+    request_timeout: str = "5s"
+    # Retries of a request that timed out or was throttled (each first asks the venue by cloid).
+    max_retries: int = 3
+    # How often positions and margin are read from the venue to check the executor's view.
+    sync_interval: str = "30s"
+    # Builder code attached to orders: empty means none (the default: no builder-fee approvals needed).
+    builder: str = ""
+    builder_fee: int = 0  # tenths of a basis point
+
+    def __post_init__(self) -> None:
+        _choice(self.margin_mode, ("isolated", "cross"), "hyperliquid.margin_mode")
+        _choice(self.on_mismatch, ("halt", "adopt", "flatten"), "hyperliquid.on_mismatch")
+        if not 0 < self.max_slippage_bps <= 1000:
+            raise ConfigError(f"hyperliquid.max_slippage_bps = {self.max_slippage_bps!r}: must be in (0, 1000]")
+        for key in ("account_address", "vault_address", "builder"):
+            value = getattr(self, key)
+            if value and not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+                raise ConfigError(f"hyperliquid.{key} = {value!r}: expected 0x and 40 hex digits")
+        if self.max_retries < 0:
+            raise ConfigError(f"hyperliquid.max_retries = {self.max_retries}: must be >= 0")
+        if not 0 <= self.builder_fee <= 100:
+            raise ConfigError(f"hyperliquid.builder_fee = {self.builder_fee}: must be in [0, 100] tenths of a bp")
+        for key in ("request_timeout", "sync_interval"):
+            value = getattr(self, key)
+            _validated(lambda: parse_duration(value, key), f"hyperliquid.{key}", value)
+
+
+@dataclass(frozen=True)
 class ExecuteConfig:
     # Where executors keep state, the audit log and the kill file.
     state_dir: str = ".varon/state"
@@ -233,6 +283,7 @@ class VaronConfig:
     risk: RiskConfig = field(default_factory=RiskConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
+    hyperliquid: HyperliquidConfig = field(default_factory=HyperliquidConfig)
     db: DbConfig = field(default_factory=DbConfig)
 
     def to_dict(self) -> dict[str, Any]:

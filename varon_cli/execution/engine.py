@@ -48,7 +48,7 @@ class Executor:
     """Risk engine + paper venue over the kernel's arrays."""
 
     def __init__(self, risk: RiskConfig, paper: PaperConfig, interval_ns: int, log_events: bool = True,
-                 keep_events: bool = True) -> None:
+                 keep_events: bool = True, external: bool = False) -> None:
         self.risk = risk
         self.log_events = log_events  # live: every rejection and breaker is logged; backtests count them
         self.keep_events = keep_events  # per-event dicts for the audit log (a backtest needs none)
@@ -74,6 +74,9 @@ class Executor:
         p[K.P_INTERVAL] = interval_ns
         p[K.P_WINDOW] = risk.max_orders_per_minute
         p[K.P_REBALANCE] = risk.rebalance_band
+        # a real venue fills orders and fires stops itself; its fills come back through apply_fill
+        p[K.P_EXTERNAL] = 1.0 if external else 0.0
+        self.external = external
         self.state = K.new_state(0, len(self.symbols), paper.initial_equity, risk.max_orders_per_minute)
         sym_f = self.state["sym_f"]
         for i, symbol in enumerate(self.symbols):
@@ -203,6 +206,61 @@ class Executor:
         ev_i = np.array(rows, np.int64).reshape(-1, K.EV_I)
         ev_f = np.array(values, np.float64).reshape(-1, K.EV_F)
         return self._outputs(ev_i, ev_f, np.empty((0, 3), np.int64), np.empty((0, 5)))
+
+    # -- a real venue's side (external mode) -----------------------------------------------------------
+    def slot_index(self, strategy: str, symbol: str) -> int:
+        return self.strategy_index(strategy) * len(self.symbols) + self._symbol_index[symbol]
+
+    def slot_names(self, j: int) -> tuple[str, str]:
+        k, s = divmod(j, len(self.symbols))
+        return self.strategies[k], self.symbols[s]
+
+    def slots_of(self, symbol: str) -> list[int]:
+        s, n = self._symbol_index[symbol], len(self.symbols)
+        return [k * n + s for k in range(len(self.strategies))]
+
+    def slot(self, j: int) -> dict[str, float]:
+        row = self.state["slot_f"][j]
+        return {"position": float(row[K.POS]), "entry": float(row[K.ENTRY]), "stop_loss": float(row[K.STOP]),
+                "take_profit": float(row[K.TP]), "leverage": float(row[K.LEV]), "pending": float(row[K.PEND]),
+                "pending_leverage": float(row[K.PEND_LEV])}
+
+    def clear_pending(self, j: int) -> float:
+        """Take slot j's pending order out of the kernel: the venue, not the next bar, decides its fill."""
+        pending = float(self.state["slot_f"][j, K.PEND])
+        self.state["slot_f"][j, K.PEND] = 0.0
+        return pending
+
+    def apply_fill(self, j: int, delta: float, price: float, fee: float, fresh_stop: bool = False) -> None:
+        """A venue's fill of signed `delta` on slot j. A new or bigger position gets its stop and take profit as
+        the paper venue gives them; `fresh_stop` (a fill no decision asked for) takes the default ones."""
+        st = self.state
+        if fresh_stop:
+            st["slot_f"][j, K.PEND_SL] = st["slot_f"][j, K.PEND_TP] = np.nan
+            if st["slot_f"][j, K.PEND_LEV] <= 0:
+                st["slot_f"][j, K.PEND_LEV] = 1.0
+        before = float(st["slot_f"][j, K.POS])
+        K._trade(st["acct_f"], st["slot_f"], st["strat_f"], j, j // len(self.symbols), delta, price, fee)
+        K.protect(st["slot_f"], j, before, self.params)
+        s = j % len(self.symbols)
+        if st["sym_f"][s, K.LAST_CLOSE] <= 0:
+            st["sym_f"][s, K.LAST_CLOSE] = price
+        K._equity(st["acct_f"], st["slot_f"], st["sym_f"], len(self.symbols))
+
+    def adjust_cash(self, amount: float, what: str = "fee") -> None:
+        """Money the venue moved that no fill carried: fee corrections (what="fee") or funding (what="funding")."""
+        acct = self.state["acct_f"]
+        acct[K.CASH] += amount
+        acct[K.EQUITY] += amount
+        if what == "fee":
+            acct[K.FEES] -= amount
+        else:
+            acct[K.FUNDING] -= amount
+
+    def set_cash_to_equity(self, equity: float) -> None:
+        """Start an account from the venue's value (nothing open): cash, peak and day start."""
+        acct = self.state["acct_f"]
+        acct[K.CASH] = acct[K.EQUITY] = acct[K.PEAK] = acct[K.DAY_START] = equity
 
     # -- account views -------------------------------------------------------------------------------
     @property

@@ -58,8 +58,8 @@ STRAT_F = 3
 
 # -- parameters (params) -------------------------------------------------------------------------
 (P_TAKER, P_SLIP, P_FUNDING, P_ACCOUNT_EXPOSURE, P_DEFAULT_SL, P_DEFAULT_TP, P_DAILY_LOSS, P_FLATTEN,
- P_MAX_DD, P_MIN_NOTIONAL, P_MAX_AGE, P_MAX_SKEW, P_INTERVAL, P_WINDOW, P_REBALANCE) = range(15)
-N_PARAMS = 15
+ P_MAX_DD, P_MIN_NOTIONAL, P_MAX_AGE, P_MAX_SKEW, P_INTERVAL, P_WINDOW, P_REBALANCE, P_EXTERNAL) = range(16)
+N_PARAMS = 16
 
 # -- events --------------------------------------------------------------------------------------
 EV_ORDER, EV_FILL, EV_REJECT, EV_CANCEL, EV_RISK, EV_BREAKER = 1, 2, 3, 4, 5, 6
@@ -219,6 +219,25 @@ def _funding_rate(f_off, f_hour, f_rate, s, mark, default):
 
 
 @njit(cache=True)
+def protect(slot_f, j, pos_before, params):
+    """After a fill on slot j: a new or bigger position gets its stop (and take profit) and its leverage now."""
+    new_pos = slot_f[j, POS]
+    if new_pos != 0.0 and (pos_before == 0.0 or (pos_before > 0.0) != (new_pos > 0.0) or abs(new_pos) > abs(pos_before)):
+        sign = 1.0 if new_pos > 0.0 else -1.0
+        entry = slot_f[j, ENTRY]
+        sl = slot_f[j, PEND_SL]
+        slot_f[j, STOP] = sl if sl == sl else entry * (1.0 - sign * params[P_DEFAULT_SL])
+        tp = slot_f[j, PEND_TP]
+        if tp == tp:
+            slot_f[j, TP] = tp
+        elif params[P_DEFAULT_TP] > 0.0:
+            slot_f[j, TP] = entry * (1.0 + sign * params[P_DEFAULT_TP])
+        else:
+            slot_f[j, TP] = np.nan
+        slot_f[j, LEV] = slot_f[j, PEND_LEV]
+
+
+@njit(cache=True)
 def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, n, s, bar_ts, o, h, lo, c,
             n_symbols, n_strategies, f_off, f_hour, f_rate):
     """A new bar for symbol s: pending fills at the open, triggers on the range, funding, mark, breakers."""
@@ -235,7 +254,10 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
             n = _emit(ev_i, ev_f, n, EV_BREAKER, bar_ts, -1, -1, R_DAY_RESET, -1, 0, 0.0, 0.0, 0.0, 0.0,
                       acct_f[EQUITY])
     blocked = acct_f[KILLED] != 0.0 or acct_f[DAILY_TRIPPED] != 0.0 or acct_f[DD_TRIPPED] != 0.0
+    external = params[P_EXTERNAL] != 0.0
     for k in range(n_strategies):
+        if external:
+            break  # a real venue fills orders and fires stops, liquidations and funding itself
         j = k * n_symbols + s
         delta = slot_f[j, PEND]
         if delta != 0.0 and blocked:
@@ -263,21 +285,7 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
             else:
                 reason = R_ENTRY
             _trade(acct_f, slot_f, strat_f, j, k, delta, price, fee)
-            new_pos = slot_f[j, POS]
-            if new_pos != 0.0 and (pos == 0.0 or (pos > 0.0) != (new_pos > 0.0) or abs(new_pos) > abs(pos)):
-                # a new or bigger position: it gets its stop (and take profit) now
-                sign = 1.0 if new_pos > 0.0 else -1.0
-                entry = slot_f[j, ENTRY]
-                sl = slot_f[j, PEND_SL]
-                slot_f[j, STOP] = sl if sl == sl else entry * (1.0 - sign * params[P_DEFAULT_SL])
-                tp = slot_f[j, PEND_TP]
-                if tp == tp:
-                    slot_f[j, TP] = tp
-                elif params[P_DEFAULT_TP] > 0.0:
-                    slot_f[j, TP] = entry * (1.0 + sign * params[P_DEFAULT_TP])
-                else:
-                    slot_f[j, TP] = np.nan
-                slot_f[j, LEV] = slot_f[j, PEND_LEV]
+            protect(slot_f, j, pos, params)
             n = _emit(ev_i, ev_f, n, EV_FILL, bar_ts, k, s, reason, slot_i[j, PEND_BAR], slot_i[j, PEND_SEQ], side,
                       abs(delta), price, fee, 0.0)
             slot_f[j, PEND] = 0.0
@@ -329,6 +337,8 @@ def _market(acct_f, acct_i, slot_f, slot_i, sym_f, strat_f, params, ev_i, ev_f, 
                       price, fee, 0.0)
     # funding at each hour mark the bar crosses, on the position held at the close
     for hour in range(bar_ts // HOUR_NS + 1, (bar_ts + interval) // HOUR_NS + 1):
+        if external:
+            break
         rate = _funding_rate(f_off, f_hour, f_rate, s, hour * HOUR_NS, params[P_FUNDING])
         if rate == 0.0:
             continue

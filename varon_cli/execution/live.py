@@ -58,6 +58,10 @@ class ExecuteRequest:
     name: str
     clock: str  # "wall" or "event"
     funding: str | None = None
+    venue: str = "paper"  # paper | hyperliquid
+    url: str | None = None  # hyperliquid: API base URL (default from config; --testnet picks testnet_url)
+    testnet: bool = False
+    dry_run: bool = False
 
 
 class _Inputs:
@@ -116,11 +120,14 @@ class _Inputs:
         finally:
             self.queue.put(_END)
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self, on_idle=None) -> Iterator[pa.RecordBatch]:  # noqa: ANN001
+        """Batches as they come; `on_idle` runs whenever 0.2 s pass without one (a venue's own events)."""
         while self._open:
             try:
                 item = self.queue.get(timeout=0.2)
             except queue.Empty:
+                if on_idle is not None:
+                    on_idle()
                 continue
             if item is _END:
                 self._open -= 1
@@ -136,21 +143,34 @@ class _Inputs:
 
 
 class LiveExecutor:
-    """An `Executor` with its state directory, audit log and output sinks."""
+    """An `Executor` with its state directory, audit log, output sinks and (for a real venue) its adapter."""
 
     def __init__(self, cfg: VaronConfig, request: ExecuteRequest, interval_ns: int, state_dir: StateDir) -> None:
         self.request = request
         self.state_dir = state_dir
-        self.executor = Executor(cfg.risk, cfg.paper, interval_ns)
+        self.venue = None
+        self.sinks: list[Sink | None] = []
+        if request.venue == "hyperliquid":
+            from varon_cli.execution.hyperliquid.setup import make_venue
+
+            self.venue = make_venue(cfg, request)
+            self.executor = self.venue.build_executor(cfg.risk, interval_ns)
+        else:
+            self.executor = Executor(cfg.risk, cfg.paper, interval_ns)
         saved = state_dir.load_state(request.name)
         if saved is not None:
             if saved.get("interval_ns") != interval_ns:
                 raise UsageError(f"state '{request.name}' was kept for {saved.get('interval_ns')} ns bars, the input "
                                  f"has {interval_ns} ns bars; use another --name")
+            if saved.get("venue", "paper") != request.venue:
+                raise UsageError(f"state '{request.name}' belongs to the {saved.get('venue', 'paper')} venue; use "
+                                 f"another --name for {request.venue}")
             self.executor.load_state_dict(saved["executor"])
+            if self.venue is not None:
+                self.venue.load_state_dict(saved.get("venue_state", {}))
             log.info("resumed '%s': equity %.2f, %d open position(s)", request.name, self.executor.equity,
                      len(self.executor.positions()))
-        if request.funding:
+        if request.funding and self.venue is None:
             from varon_cli.schemas import FUNDING
 
             with open_input(request.funding, expect=(FUNDING,)) as src:
@@ -161,12 +181,57 @@ class LiveExecutor:
 
             raise AuditError(f"{self.audit.path}: ends at record {self.audit.head[0]} but the state was saved after "
                              f"record {saved['audit_seq']}: the audit log was cut; refusing to trade on it")
-        self.intents = set(find_intents(self.audit.path))
+        intents = find_intents(self.audit.path)
+        self.intents = set(intents)
         self.interval_ns = interval_ns
+        if self.venue is not None:
+            # intents written after the last save may have reached the venue before a crash: asked for by cloid
+            saved_seq = saved.get("audit_seq", 0) if saved else 0
+            self._unresolved = [r for r in intents.values() if int(r.get("seq", 0)) > saved_seq]
+            self.venue.prior_intents = set(intents)
+            self._fresh = saved is None
+
+    def start_venue(self) -> None:
+        """Reconcile with the venue before the first signal (a real venue only)."""
+        if self.venue is None:
+            return
+        out = self.venue.start(self._fresh, self._unresolved)
+        self.save()
+        self._emit_venue(out)
+
+    def poll(self) -> None:
+        """The venue's own events between signals: fills, stops firing, funding, reconnects."""
+        if self.venue is None:
+            return
+        out = self.venue.poll()
+        if out.fills or out.orders or out.audit:
+            self.save()
+            self._emit_venue(out)
+
+    def finish(self) -> None:
+        if self.venue is None:
+            return
+        out = self.venue.close()
+        self.save()
+        self._emit_venue(out)
+
+    def _emit_venue(self, out) -> None:  # noqa: ANN001 - VenueOutput
+        for kind, fields in out.audit:
+            self.audit.append(kind, **_fields(fields) if "ts" in fields else fields)
+        self.audit.sync()
+        from varon_cli.execution.hyperliquid.streams import rows_table
+
+        for sink, rows, kind in zip(self.sinks, (out.fills, out.orders), (FILLS, ORDERS)):
+            if sink is not None and rows:
+                for part in rows_table(kind, rows).to_batches():
+                    sink.write(part)
 
     def save(self) -> None:
-        self.state_dir.save_state(self.request.name, {"interval_ns": self.interval_ns, "audit_seq": self.audit.head[0],
-                                                      "executor": self.executor.state_dict()})
+        state = {"interval_ns": self.interval_ns, "audit_seq": self.audit.head[0], "venue": self.request.venue,
+                 "executor": self.executor.state_dict()}
+        if self.venue is not None:
+            state["venue_state"] = self.venue.state_dict()
+        self.state_dir.save_state(self.request.name, state)
 
     def handle(self, batch: pa.RecordBatch, sinks: list[Sink | None]) -> None:
         now = None if self.request.clock == "event" else time.time_ns()
@@ -184,9 +249,18 @@ class LiveExecutor:
             self.audit.sync()
             if os.environ.get(CRASH_HOOK):
                 os._exit(137)
-        self.save()  # the send: the paper venue's book is this state
+        if self.venue is None:
+            self.save()  # the send: the paper venue's book is this state
+            self._audit_batch(batch, out)
+            self._write(out, sinks)
+            return
+        sent = self.venue.submit(out.events)  # the send, and the fills the venue answered with
+        self.save()
         self._audit_batch(batch, out)
-        self._write(out, sinks)
+        # the kernel's "new" orders are replaced by what the venue did with them
+        keep = pa.compute.not_equal(out.orders.column("status"), "new")
+        self._write(ExecOutput(out.orders.filter(keep), out.fills, out.equity), sinks)
+        self._emit_venue(sent)
 
     def _audit_batch(self, batch: pa.RecordBatch, out: ExecOutput) -> None:
         for row in batch.select(["ts", "bar_ts", "symbol", "strategy", "target", "leverage", "stop_loss",
@@ -209,6 +283,12 @@ class LiveExecutor:
                     sink.write(part)
 
     def kill(self, reason: str, sinks: list[Sink | None]) -> None:
+        if self.venue is not None:
+            self.audit.append("kill", reason=reason, venue=self.request.venue, durable=True)
+            sent = self.venue.kill(reason)
+            self.save()
+            self._emit_venue(sent)
+            return
         self.executor.engage_kill()
         out = self.executor.flatten(time.time_ns())
         self.save()
@@ -245,13 +325,17 @@ def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
                 sinks: list[Sink | None] = [stack.enter_context(open_output(request.fills_out, FILLS.schema_with()))]
                 for path, kind in ((request.orders_out, ORDERS), (request.equity_out, EQUITY)):
                     sinks.append(stack.enter_context(open_output(path, kind.schema_with())) if path else None)
+                live.sinks = sinks
                 try:
-                    for batch in inputs.batches():
+                    live.start_venue()
+                    for batch in inputs.batches(on_idle=live.poll):
                         if consume_reset(state_dir.path, request.name):
                             live.executor.reset_breakers()
                             live.audit.append("reset", durable=True)
                             log.warning("breakers reset by `varon execute reset`")
                         live.handle(batch, sinks)
+                        live.poll()
+                    live.finish()
                 except KillRequested as exc:
                     log.error("kill switch: %s; cancelling orders and flattening every position", exc)
                     live.kill(str(exc), sinks)
