@@ -32,8 +32,8 @@ def round_price(px: float, sz_decimals: int, mode: str = "nearest") -> float:
     places = price_decimals(px, sz_decimals)
     value = Decimal(repr(px)).quantize(Decimal(1).scaleb(-places), rounding=_MODES[mode])
     out = float(value)
-    if out <= 0:  # a tiny price rounded down to nothing: take the smallest step instead
-        out = float(Decimal(1).scaleb(-places))
+    if out <= 0:
+        raise ValueError(f"price {px!r} is below the smallest price step of an asset with {sz_decimals} size decimals")
     # quantizing to the decimals can leave 6 significant figures when rounding carried a digit up (99999.5 -> 100000)
     return out if valid_price(out, sz_decimals) else round_price(out, sz_decimals, mode)
 

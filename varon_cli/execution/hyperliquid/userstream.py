@@ -33,7 +33,7 @@ log = logging.getLogger("varon.execute.hyperliquid")
 
 @dataclass(frozen=True)
 class UserEvent:
-    """kind: fills | mids | funding | liquidation | connected | reconnected | lost."""
+    """kind: fills | funding | liquidation | connected | reconnected | lost."""
 
     kind: str
     data: Any = None
@@ -54,6 +54,9 @@ class UserStream(threading.Thread):
         self.backoff = (backoff_initial_s, backoff_max_s)
         self.connects = 0
         self.reconnects = 0
+        # the latest mids, written by this thread and read by the executor's (a dict swap is atomic)
+        self.mids: dict[str, float] = {}
+        self.mids_ns = 0
         self._stop = threading.Event()
         self._ws = None
         self._rng = random.Random()
@@ -131,7 +134,13 @@ class UserStream(threading.Thread):
             if str(data.get("user", "")).lower() == self.user.lower():
                 self.events.put(UserEvent("fills", list(data.get("fills") or []), now))
         elif channel == "allMids" and isinstance(data, dict):
-            self.events.put(UserEvent("mids", data.get("mids") or {}, now))
+            try:
+                mids = {str(c): float(p) for c, p in (data.get("mids") or {}).items()}
+            except (TypeError, ValueError):
+                log.warning("user stream: allMids with a bad price: %.120s", text)
+                return
+            self.mids = {**self.mids, **mids}
+            self.mids_ns = now
         elif channel == "user" and isinstance(data, dict):
             if data.get("funding"):
                 self.events.put(UserEvent("funding", data["funding"], now))

@@ -299,19 +299,23 @@ class HyperliquidVenue:
                             "down" if is_buy else "up")
         spec = OrderSpec(asset, is_buy, size, price, reduce_only, event["cloid"])
         outcome = self._place_intended(spec)
+        if outcome is None:
+            return
         if os.environ.get(CRASH_AFTER_SEND):
             os._exit(137)
         self._record_outcome(j, event, spec, outcome, event.get("reason", "entry"), out)
         if outcome.status == "filled":
             self._protect(j, event["bar_ts"], out)
 
-    def _place_intended(self, spec: OrderSpec) -> OrderOutcome:
+    def _place_intended(self, spec: OrderSpec) -> OrderOutcome | None:
         """Place an order whose intent is recorded; an intent from before a restart is first looked up."""
         if spec.cloid in self.prior_intents:
             record = self.client.order_status(spec.cloid)
             if record is not None:
                 log.warning("order %s already reached the venue before the restart: not sending it again",
                             spec.cloid)
+                if int(record["order"]["oid"]) in self.orders:
+                    return None  # adopted at start: its fills are already applied
                 return self.client.outcome_of(record)
         return self.client.place([spec])[0]
 
@@ -365,6 +369,9 @@ class HyperliquidVenue:
 
     def mid(self, coin: str) -> float | None:
         """The freshest mid: from the stream when under 5 s old, else read over REST."""
+        stream = self.stream
+        if stream is not None and stream.mids_ns > self.mids_ns and coin in stream.mids:
+            self.mids, self.mids_ns = dict(stream.mids), stream.mids_ns
         if coin not in self.mids or time.time_ns() - self.mids_ns > 5_000_000_000:
             try:
                 self.mids.update(self.client.mids())
@@ -476,9 +483,6 @@ class HyperliquidVenue:
                 break
             if event.kind == "fills":
                 self._on_fills(event.data, out, "stream")
-            elif event.kind == "mids":
-                self.mids.update({c: float(p) for c, p in event.data.items()})
-                self.mids_ns = event.recv_ns
             elif event.kind == "funding":
                 self._on_funding(event.data, out)
             elif event.kind == "reconnected":
