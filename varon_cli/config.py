@@ -349,6 +349,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        if isinstance(value, int) and not isinstance(value, bool) and not re.fullmatch(r"[+-]?\d[\d_]*", raw.strip()):
+            value = raw  # 0xab.. is an address, not TOML's hex integer
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})

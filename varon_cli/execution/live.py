@@ -234,6 +234,11 @@ class LiveExecutor:
         self.state_dir.save_state(self.request.name, state)
 
     def handle(self, batch: pa.RecordBatch, sinks: list[Sink | None]) -> None:
+        if self.venue is not None and batch.num_rows > 1:
+            # a real venue acts on each decision before the next is taken: the next row must see its fill
+            for i in range(batch.num_rows):
+                self.handle(batch.slice(i, 1), sinks)
+            return
         now = None if self.request.clock == "event" else time.time_ns()
         before = {k: v.copy() for k, v in self.executor.state.items()}
         try:

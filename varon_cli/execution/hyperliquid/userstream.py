@@ -57,12 +57,12 @@ class UserStream(threading.Thread):
         # the latest mids, written by this thread and read by the executor's (a dict swap is atomic)
         self.mids: dict[str, float] = {}
         self.mids_ns = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._ws = None
         self._rng = random.Random()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         ws = self._ws
         if ws is not None:
             try:
@@ -72,7 +72,7 @@ class UserStream(threading.Thread):
 
     def run(self) -> None:
         attempt = 0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 with connect(self.url, open_timeout=5, close_timeout=1, ping_interval=None,
                              max_size=1 << 24) as ws:
@@ -86,17 +86,17 @@ class UserStream(threading.Thread):
                     attempt = 0
                     self._receive(ws)
             except (OSError, WebSocketException, TimeoutError) as exc:
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 log.warning("user stream %s: %s", self.url, type(exc).__name__ if not str(exc) else exc)
             finally:
                 self._ws = None
-            if self._stop.is_set():
+            if self._halt.is_set():
                 break
             self.events.put(UserEvent("lost", recv_ns=time.time_ns()))
             delay = backoff_delay(attempt, *self.backoff, self._rng)
             attempt += 1
-            self._stop.wait(delay)
+            self._halt.wait(delay)
 
     def _subscribe(self, ws) -> None:  # noqa: ANN001
         for sub in ({"type": "userFills", "user": self.user}, {"type": "userEvents", "user": self.user},
@@ -105,7 +105,7 @@ class UserStream(threading.Thread):
 
     def _receive(self, ws) -> None:  # noqa: ANN001
         last_ping = last_heard = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             now = time.monotonic()
             if now - last_ping >= self.ping_s:
                 ws.send('{"method":"ping"}')

@@ -420,7 +420,7 @@ class HyperliquidVenue:
                 if outcome.oid is not None:
                     self.orders[outcome.oid] = {"j": j, "purpose": purpose, "cloid": spec.cloid}
                 if old and old.get("oid"):
-                    self._cancel_oid(asset, int(old["oid"]))
+                    self._cancel_oid(j, asset, int(old["oid"]), purpose, out)
             elif kind == "sl":
                 message = (f"{strategy} {symbol}: the stop loss could not be placed ({outcome.error or outcome.status})"
                            f"; closing the position")
@@ -440,12 +440,21 @@ class HyperliquidVenue:
         placed = self.protection.get(j, {}).pop(kind, None)
         if placed and placed.get("oid"):
             _, symbol = self.executor.slot_names(j)
-            self._cancel_oid(self.assets[symbol], int(placed["oid"]))
+            self._cancel_oid(j, self.assets[symbol], int(placed["oid"]),
+                             "stop_loss" if kind == "sl" else "take_profit", out)
 
-    def _cancel_oid(self, asset: Asset, oid: int) -> None:
+    def _cancel_oid(self, j: int, asset: Asset, oid: int, purpose: str, out: VenueOutput) -> None:
         status = self.client.cancel([(asset, oid)])[0]
         if status not in ("success", "dry_run") and "never placed" not in status:
             log.warning("cancel %s order %d: %s", asset.coin, oid, status)
+        strategy, symbol = self.executor.slot_names(j)
+        ref = self.orders.get(oid, {})
+        row = {"ts": time.time_ns(), "symbol": symbol, "cloid": ref.get("cloid", ""), "venue_order_id": str(oid),
+               "side": "", "size": 0.0, "price": 0.0, "fee": 0.0, "status": "cancelled",
+               "reason": purpose if status in ("success", "dry_run") else f"{purpose}: {status}", "strategy": strategy}
+        out.orders.append(row)
+        out.audit.append(("order", dict(row)))
+        self.orders.pop(oid, None)
 
     def _close(self, j: int, purpose: str, bar_ts: int, out: VenueOutput) -> None:
         """Close slot j's position with reduce-only IOCs, widening the price cap if the book is thin."""
