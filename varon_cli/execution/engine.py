@@ -113,7 +113,7 @@ class Executor:
         st = self.state
         n_sym = len(self.symbols)
         slot_f = np.zeros((n_sym, K.SLOT_F))
-        slot_f[:, K.STOP] = slot_f[:, K.TP] = np.nan
+        slot_f[:, K.STOP] = slot_f[:, K.TP] = slot_f[:, K.PEND_SL] = slot_f[:, K.PEND_TP] = np.nan
         slot_i = np.full((n_sym, K.SLOT_I), -1, np.int64)
         slot_i[:, K.PEND_SEQ] = 0
         slot_i[:, K.KNOWN] = 0

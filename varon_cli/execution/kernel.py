@@ -104,7 +104,7 @@ def new_state(n_strategies: int, n_symbols: int, initial_equity: float, rate_win
     acct_i = np.zeros(ACCT_I, np.int64)
     acct_i[DAY] = -1
     slot_f = np.zeros((n_strategies * n_symbols, SLOT_F))
-    slot_f[:, STOP] = slot_f[:, TP] = np.nan
+    slot_f[:, STOP] = slot_f[:, TP] = slot_f[:, PEND_SL] = slot_f[:, PEND_TP] = np.nan
     slot_i = np.full((n_strategies * n_symbols, SLOT_I), -1, np.int64)
     slot_i[:, PEND_SEQ] = 0
     slot_i[:, KNOWN] = 0

@@ -83,12 +83,15 @@ class UserStream(threading.Thread):
                     if not first:
                         self.reconnects += 1
                     self.events.put(UserEvent("connected" if first else "reconnected", recv_ns=time.time_ns()))
+                    log.info("user stream connected to %s%s", self.url, "" if first else " again")
                     attempt = 0
                     self._receive(ws)
             except (OSError, WebSocketException, TimeoutError) as exc:
                 if self._halt.is_set():
                     break
                 log.warning("user stream %s: %s", self.url, type(exc).__name__ if not str(exc) else exc)
+            except Exception:  # noqa: BLE001 - a bug here must not silently end the stream: say so, reconnect
+                log.exception("user stream %s: unexpected error", self.url)
             finally:
                 self._ws = None
             if self._halt.is_set():

@@ -145,6 +145,8 @@ class HyperliquidVenue:
         if fresh:
             ex.set_cash_to_equity(float(state["marginSummary"]["accountValue"]))
             self.last_fill_ms = int(state.get("time") or time.time() * 1000)
+            for f in self.client.fills_since(self.last_fill_ms - 86_400_000):
+                self._mark_seen(f)  # the account's history before this executor is not its own
         # orders whose intent was recorded but whose answer never reached the state: ask the venue by cloid
         for intent in unresolved:
             self._adopt_intent(intent, out)
@@ -393,8 +395,14 @@ class HyperliquidVenue:
         asset = self.assets[symbol]
         placed = self.protection.setdefault(j, {})
         size = round_size(pos, asset.sz_decimals, "up")
+        stop = slot["stop_loss"]
+        if not (stop > 0 and math.isfinite(stop)):
+            # never a position without a stop: the configured default from the entry
+            stop = slot["entry"] * (1 - (1 if pos > 0 else -1) * ex.risk.default_stop_loss)
+            ex.state["slot_f"][j, K.STOP] = stop
+            log.warning("%s %s: no usable stop loss for the position; using the default %g", strategy, symbol, stop)
         specs = []
-        for kind, px in (("sl", slot["stop_loss"]), ("tp", slot["take_profit"])):
+        for kind, px in (("sl", stop), ("tp", slot["take_profit"])):
             if not (px > 0 and math.isfinite(px)):
                 if kind in placed:  # a take profit no longer wanted
                     self._cancel_placed(j, kind, out)
@@ -533,14 +541,8 @@ class HyperliquidVenue:
         ex = self.executor
         by_coin = {a.coin: s for s, a in self.assets.items()}
         for f in sorted(fills, key=lambda f: int(f.get("time", 0))):
-            key = f"{f.get('tid')}:{f.get('oid')}:{f.get('time')}"
-            if key in self._seen_set:
+            if not self._mark_seen(f):
                 continue
-            if len(self.seen) == self.seen.maxlen:
-                self._seen_set.discard(self.seen[0])
-            self.seen.append(key)
-            self._seen_set.add(key)
-            self.last_fill_ms = max(self.last_fill_ms, int(f.get("time", 0)))
             symbol = by_coin.get(f.get("coin"))
             if symbol is None:
                 log.warning("fill in %s, a coin not traded here: %s %s @ %s", f.get("coin"), f.get("side"),
@@ -585,6 +587,18 @@ class HyperliquidVenue:
                    "strategy": strategy}
             out.fills.append(row)
             out.audit.append(("fill", dict(row, tid=f.get("tid"), source=source)))
+
+    def _mark_seen(self, f: dict[str, Any]) -> bool:
+        """Remember a fill by its identity; False if it was seen before (snapshot, stream and catch-up overlap)."""
+        key = f"{f.get('tid')}:{f.get('oid')}:{f.get('time')}"
+        if key in self._seen_set:
+            return False
+        if len(self.seen) == self.seen.maxlen:
+            self._seen_set.discard(self.seen[0])
+        self.seen.append(key)
+        self._seen_set.add(key)
+        self.last_fill_ms = max(self.last_fill_ms, int(f.get("time", 0)))
+        return True
 
     def _on_funding(self, data: dict[str, Any], out: VenueOutput) -> None:
         amount = float(data.get("usdc", 0) or 0)
