@@ -116,3 +116,33 @@ def test_hyperliquid_config_is_checked_at_start() -> None:
                               ("margin_mode", "portfolio", "expected one of")):
         with pytest.raises(ConfigError, match=words):
             load_config(environ={f"VARON_HYPERLIQUID__{key.upper()}": value})
+
+
+@pytest.mark.parametrize("is_mainnet", [False, True])
+def test_the_fast_signer_signs_exactly_as_the_sdk(is_mainnet: bool) -> None:
+    from eth_account import Account
+    from hyperliquid.utils.signing import sign_l1_action
+
+    from varon_cli.execution.hyperliquid.signer import L1Signer
+
+    wallet = Account.from_key(KEY)
+    signer = L1Signer(wallet, is_mainnet)
+    actions = [
+        {"type": "order", "orders": [{"a": 1, "b": True, "p": "100", "s": "100", "r": False,
+                                      "t": {"limit": {"tif": "Gtc"}}}], "grouping": "na"},
+        {"type": "order", "orders": [{"a": 0, "b": False, "p": "55000", "s": "0.001", "r": True,
+                                      "t": {"trigger": {"isMarket": True, "triggerPx": "56000", "tpsl": "sl"}},
+                                      "c": "0x00000000000000000000000000000007"}], "grouping": "na"},
+        {"type": "cancel", "cancels": [{"a": 0, "o": 123}]},
+        {"type": "cancelByCloid", "cancels": [{"asset": 0, "cloid": "0x00000000000000000000000000000007"}]},
+        {"type": "updateLeverage", "asset": 3, "isCross": False, "leverage": 10},
+    ]
+    for i, action in enumerate(actions):
+        for vault, expires in ((None, None), ("0x" + "cd" * 20, None), (None, 1_900_000_000_000)):
+            nonce = 1_795_559_959_199 + i
+            assert signer.sign(action, vault, nonce, expires) == sign_l1_action(wallet, action, vault, nonce, expires,
+                                                                               is_mainnet)
+    # the SDK's own test vector
+    expected_r = ("0xd65369825a9df5d80099e513cce430311d7d26ddf477f5b3a33d2806b100d78e" if is_mainnet else
+                  "0x82b2ba28e76b3d761093aaded1b1cdad4960b3af30212b343fb2e6cdfa4e3d54")
+    assert signer.sign(actions[0], None, 0)["r"] == expected_r

@@ -134,9 +134,14 @@ class Executor:
         `now_ns` is the executor's clock for stale/future checks (live: wall time
         at receipt); None uses each signal's own time (backtests, replays).
         """
+        return self.decide(batch, now_ns).output()
+
+    def decide(self, batch: pa.RecordBatch | pa.Table, now_ns: int | None = None) -> Decided:
+        """The risk engine's pass over a batch, with its streams built only when asked for: a real venue sends
+        the new orders first (`Decided.orders`) and builds the streams and the audit events after the send."""
         n = batch.num_rows
         if n == 0:
-            return ExecOutput(_EMPTY[ORDERS.name], _EMPTY[FILLS.name], _EMPTY[EQUITY.name])
+            return Decided(self, None)
         names = batch.column("strategy")
         names = names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names
         encoded = names.dictionary_encode()
@@ -181,7 +186,7 @@ class Executor:
         ev_i = np.concatenate(ev_parts_i) if ev_parts_i else np.empty((0, K.EV_I), np.int64)
         ev_f = np.concatenate(ev_parts_f) if ev_parts_f else np.empty((0, K.EV_F))
         eq_i, eq_f = np.concatenate(eq_parts_i), np.concatenate(eq_parts_f)
-        return self._outputs(ev_i, ev_f, eq_i, eq_f, row_symbols=symbols)
+        return Decided(self, (ev_i, ev_f, eq_i, eq_f, symbols))
 
     def flatten(self, ts_ns: int, reason: int = K.R_KILL) -> ExecOutput:
         """Cancel every pending order and close every position at the last price (kill switch)."""
@@ -411,6 +416,41 @@ class Executor:
         return pa.Table.from_arrays([
             pa.array(eq_i[:, 0], pa.int64()).cast(TS), names, pa.array(eq_f[:, 0]), pa.array(eq_f[:, 1]),
             pa.array(eq_f[:, 2]), pa.array(eq_f[:, 3])], schema=schema)
+
+
+class Decided:
+    """One `Executor.decide` pass: the kernel's raw events, turned into streams once, on demand."""
+
+    def __init__(self, executor: Executor, raw: tuple | None) -> None:
+        self._executor = executor
+        self._raw = raw
+        self._output: ExecOutput | None = None
+
+    def orders(self) -> list[dict]:
+        """The new orders only, as the audit events `output()` will hold for them (cheap: no tables)."""
+        if self._raw is None:
+            return []
+        ev_i, ev_f = self._raw[0], self._raw[1]
+        ex = self._executor
+        out = []
+        for at in np.flatnonzero(ev_i[:, K.E_KIND] == K.EV_ORDER).tolist():
+            k, s, bar = int(ev_i[at, K.E_K]), int(ev_i[at, K.E_S]), int(ev_i[at, K.E_BAR])
+            strategy, symbol = ex.strategies[k], ex.symbols[s]
+            out.append({"event": "order", "ts": int(ev_i[at, K.E_TS]), "strategy": strategy, "symbol": symbol,
+                        "reason": K.REASONS.get(int(ev_i[at, K.E_REASON]), ""), "bar_ts": bar,
+                        "side": float(ev_f[at, K.E_SIDE]), "size": float(ev_f[at, K.E_SIZE]),
+                        "price": float(ev_f[at, K.E_PRICE]), "fee": float(ev_f[at, K.E_FEE]),
+                        "value": float(ev_f[at, K.E_VALUE]), "cloid": cloid_for(strategy, symbol, bar)})
+        return out
+
+    def output(self) -> ExecOutput:
+        if self._output is None:
+            if self._raw is None:
+                self._output = ExecOutput(_EMPTY[ORDERS.name], _EMPTY[FILLS.name], _EMPTY[EQUITY.name])
+            else:
+                ev_i, ev_f, eq_i, eq_f, symbols = self._raw
+                self._output = self._executor._outputs(ev_i, ev_f, eq_i, eq_f, row_symbols=symbols)
+        return self._output
 
 
 _EVENT_KIND = {K.EV_ORDER: "order", K.EV_FILL: "fill", K.EV_REJECT: "reject", K.EV_CANCEL: "cancel",

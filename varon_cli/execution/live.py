@@ -242,11 +242,12 @@ class LiveExecutor:
         now = None if self.request.clock == "event" else time.time_ns()
         before = {k: v.copy() for k, v in self.executor.state.items()}
         try:
-            out = self.executor.process(batch, now)
+            decided = self.executor.decide(batch, now)
+            new_orders = decided.orders()
         except BaseException:
             self.executor.state = before  # nothing was sent: the batch leaves no trace
             raise
-        new_intents = [e for e in out.events if e["event"] == "order" and e["cloid"] not in self.intents]
+        new_intents = [e for e in new_orders if e["cloid"] not in self.intents]
         for event in new_intents:
             self.audit.append("order_intent", durable=False, **_fields(event))
             self.intents.add(event["cloid"])
@@ -255,11 +256,13 @@ class LiveExecutor:
             if os.environ.get(CRASH_HOOK):
                 os._exit(137)
         if self.venue is None:
+            out = decided.output()
             self.save()  # the send: the paper venue's book is this state
             self._audit_batch(batch, out)
             self._write(out, sinks)
             return
-        sent = self.venue.submit(out.events)  # the send, and the fills the venue answered with
+        sent = self.venue.submit(new_orders)  # the send, and the fills the venue answered with
+        out = decided.output()
         self.save()
         self._audit_batch(batch, out)
         # the kernel's "new" orders are replaced by what the venue did with them
