@@ -189,6 +189,11 @@ class HyperliquidClient:
                 return out
             start_ms = max(int(f["time"]) for f in page)  # the next page starts at the last time (repeats dropped later)
 
+    def funding_since(self, start_ms: int) -> list[dict[str, Any]]:
+        """The account's funding payments from `start_ms` on (userFunding), oldest first."""
+        page = self._read(lambda: self.info.user_funding_history(self.user, start_ms), "userFunding")
+        return page if isinstance(page, list) else []
+
     def order_status(self, cloid: str) -> dict[str, Any] | None:
         """The venue's record of the order with this cloid, or None if it never saw one."""
         answer = self._read(lambda: self.info.query_order_by_cloid(self.user, Cloid(cloid)), "orderStatus")

@@ -98,6 +98,9 @@ class HyperliquidVenue:
         self.last_fill_ms = 0
         self.leverage: dict[str, tuple[bool, int]] = {}  # coin -> (cross, leverage) as set on the venue
         self.prior_intents: set[str] = set()
+        self.to_cancel: dict[int, str] = {}  # oid -> symbol: orders of ours whose cancel is not confirmed yet
+        self.funding_seen: deque[str] = deque(maxlen=SEEN_FILLS_KEPT)
+        self.last_funding_ms = 0
         self._last_sync = 0
         self.counts: dict[str, int] = {}
 
@@ -125,7 +128,9 @@ class HyperliquidVenue:
                 "protection": {str(k): v for k, v in self.protection.items()},
                 "accounted": {str(k): v for k, v in self.accounted.items()},
                 "seen": list(self.seen), "last_fill_ms": self.last_fill_ms,
-                "leverage": {k: list(v) for k, v in self.leverage.items()}, "nonce": self.client.nonces.last}
+                "leverage": {k: list(v) for k, v in self.leverage.items()}, "nonce": self.client.nonces.last,
+                "to_cancel": {str(k): v for k, v in self.to_cancel.items()}, "funding_seen": list(self.funding_seen),
+                "last_funding_ms": self.last_funding_ms}
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
         self.orders = {int(k): v for k, v in data.get("orders", {}).items()}
@@ -136,6 +141,9 @@ class HyperliquidVenue:
         self.last_fill_ms = int(data.get("last_fill_ms", 0))
         self.leverage = {k: (bool(v[0]), int(v[1])) for k, v in data.get("leverage", {}).items()}
         self.client.nonces.last = max(self.client.nonces.last, int(data.get("nonce", 0)))
+        self.to_cancel = {int(k): v for k, v in data.get("to_cancel", {}).items()}
+        self.funding_seen = deque(data.get("funding_seen", []), maxlen=SEEN_FILLS_KEPT)
+        self.last_funding_ms = int(data.get("last_funding_ms", 0))
 
     # -- start: reconciliation ---------------------------------------------------------------------
     def start(self, fresh: bool, unresolved: list[dict[str, Any]]) -> VenueOutput:
@@ -147,11 +155,14 @@ class HyperliquidVenue:
             self.last_fill_ms = int(state.get("time") or time.time() * 1000)
             for f in self.client.fills_since(self.last_fill_ms - 86_400_000):
                 self._mark_seen(f)  # the account's history before this executor is not its own
+            self.last_funding_ms = self.last_fill_ms
+            for entry in self.client.funding_since(self.last_fill_ms - 86_400_000):
+                self.funding_seen.append(f"{(entry.get('delta') or {}).get('coin')}:{entry.get('time')}")
         # orders whose intent was recorded but whose answer never reached the state: ask the venue by cloid
         for intent in unresolved:
             self._adopt_intent(intent, out)
         if self.last_fill_ms:
-            self._on_fills(self.client.fills_since(self.last_fill_ms - 1), out, "catch-up")
+            self._catch_up(out)
         state = self.client.user_state()
         self._reconcile_positions(state, out)
         self._reconcile_orders(out)
@@ -221,10 +232,13 @@ class HyperliquidVenue:
 
     def _reconcile_orders(self, out: VenueOutput) -> None:
         mine = {int(t["oid"]) for p in self.protection.values() for t in p.values() if t.get("oid")}
-        strangers = []
+        strangers, obsolete = [], []
         for order in self.client.open_orders():
             oid = int(order["oid"])
             if oid in mine:
+                continue
+            if oid in self.orders or oid in self.to_cancel:
+                obsolete.append(order)  # the executor's own, replaced or left over: cancelled below
                 continue
             strangers.append(order)
             finding = (f"open order {oid} ({order.get('coin')} {order.get('side')} {order.get('sz')} @ "
@@ -236,9 +250,11 @@ class HyperliquidVenue:
             raise ReconcileError(f"{len(strangers)} open order(s) on the venue the executor did not place; "
                                  f"hyperliquid.on_mismatch = halt: not trading")
         by_coin = {a.coin: a for a in self.assets.values()}
-        cancels = [(by_coin[o["coin"]], int(o["oid"])) for o in strangers if o["coin"] in by_coin]
+        cancels = [(by_coin[o["coin"]], int(o["oid"])) for o in strangers + obsolete if o["coin"] in by_coin]
         for (asset, oid), status in zip(cancels, self.client.cancel(cancels)):
             log.info("cancelled open order %d (%s): %s", oid, asset.coin, status)
+            if status == "success" or _gone(status):
+                self.to_cancel.pop(oid, None)
         # protection the state remembers but the venue no longer has (filled, cancelled by hand): forget it
         open_now = {int(o["oid"]) for o in self.client.open_orders()}
         for j, kinds in list(self.protection.items()):
@@ -452,14 +468,21 @@ class HyperliquidVenue:
                              "stop_loss" if kind == "sl" else "take_profit", out)
 
     def _cancel_oid(self, j: int, asset: Asset, oid: int, purpose: str, out: VenueOutput) -> None:
-        status = self.client.cancel([(asset, oid)])[0]
-        if status not in ("success", "dry_run") and "never placed" not in status:
-            log.warning("cancel %s order %d: %s", asset.coin, oid, status)
         strategy, symbol = self.executor.slot_names(j)
+        status = self.client.cancel([(asset, oid)])[0]
+        if _gone(status):
+            self.orders.pop(oid, None)  # filled or cancelled already: nothing to report as cancelled here
+            self.to_cancel.pop(oid, None)
+            return
+        if status not in ("success", "dry_run"):
+            log.warning("cancel %s order %d: %s; tried again at the next sync", asset.coin, oid, status)
+            self.to_cancel[oid] = symbol
+            return
+        self.to_cancel.pop(oid, None)
         ref = self.orders.get(oid, {})
         row = {"ts": time.time_ns(), "symbol": symbol, "cloid": ref.get("cloid", ""), "venue_order_id": str(oid),
-               "side": "", "size": 0.0, "price": 0.0, "fee": 0.0, "status": "cancelled",
-               "reason": purpose if status in ("success", "dry_run") else f"{purpose}: {status}", "strategy": strategy}
+               "side": "", "size": 0.0, "price": 0.0, "fee": 0.0, "status": "cancelled", "reason": purpose,
+               "strategy": strategy}
         out.orders.append(row)
         out.audit.append(("order", dict(row)))
         self.orders.pop(oid, None)
@@ -505,7 +528,7 @@ class HyperliquidVenue:
             elif event.kind == "reconnected":
                 log.info("user stream reconnected: reading fills since %d over REST", self.last_fill_ms)
                 self._count("user stream reconnects")
-                self._on_fills(self.client.fills_since(max(self.last_fill_ms - 1, 0)), out, "catch-up")
+                self._catch_up(out)
             elif event.kind == "lost":
                 log.warning("user stream lost; reconnecting")
         if time.time_ns() - self._last_sync >= self.sync_every_ns:
@@ -516,7 +539,7 @@ class HyperliquidVenue:
         """Read fills and positions back from the venue; a disagreement is logged and the venue believed."""
         self._last_sync = time.time_ns()
         try:
-            self._on_fills(self.client.fills_since(max(self.last_fill_ms - 1, 0)), out, "catch-up")
+            self._catch_up(out)
             state = self.client.user_state()
         except VenueError as exc:
             log.warning("sync with the venue: %s", exc.message)
@@ -568,13 +591,20 @@ class HyperliquidVenue:
                     self._count("liquidation fills")
                 elif ref is not None:
                     j, purpose = int(ref["j"]), ref["purpose"]
+                    for kind, placed in list(self.protection.get(j, {}).items()):
+                        if placed.get("oid") is not None and int(placed["oid"]) == oid:
+                            del self.protection[j][kind]  # it fired: nothing left to cancel
                 else:
                     j, purpose = self._owner(symbol, adopt=True), "external"
                     self._count("fills for orders varon did not place")
                     log.warning("%s: fill for an order varon did not place (oid %d): %s %g at %g", symbol, oid,
                                 f.get("side"), size, px)
                 before = ex.slot(j)["position"]
-                ex.apply_fill(j, side * size, px, fee, fresh_stop=purpose in ("external", "liquidation"))
+                # a fill nobody decided keeps the strategy's stop and take profit; one that opens a position from
+                # nothing, or flips it, gets the configured defaults
+                flips = before != 0.0 and (before + side * size) * before < 0
+                ex.apply_fill(j, side * size, px, fee,
+                              fresh_stop=purpose in ("external", "liquidation") and (before == 0.0 or flips))
                 after = ex.slot(j)["position"]
                 if after == 0.0:
                     self._protection_cancel(j, out)
@@ -601,10 +631,32 @@ class HyperliquidVenue:
         return True
 
     def _on_funding(self, data: dict[str, Any], out: VenueOutput) -> None:
+        """One funding payment (WebSocket userEvents or REST userFunding), booked once by (coin, time)."""
+        key = f"{data.get('coin')}:{data.get('time')}"
+        if key in self.funding_seen:
+            return
+        self.funding_seen.append(key)
+        self.last_funding_ms = max(self.last_funding_ms, int(data.get("time") or 0))
         amount = float(data.get("usdc", 0) or 0)
         if amount:
             self.executor.adjust_cash(amount, "funding")
-        out.audit.append(("fill", {"funding": amount, "coin": data.get("coin"), "rate": data.get("fundingRate")}))
+        out.audit.append(("fill", {"funding": amount, "coin": data.get("coin"), "rate": data.get("fundingRate"),
+                                   "funding_time": data.get("time")}))
+
+    def _catch_up(self, out: VenueOutput) -> None:
+        """What the WebSocket may have missed: fills and funding since the last seen, over REST."""
+        self._on_fills(self.client.fills_since(max(self.last_fill_ms - 1, 0)), out, "catch-up")
+        for entry in self.client.funding_since(max(self.last_funding_ms - 1, 0)):
+            delta = entry.get("delta") or {}
+            if delta.get("type") == "funding":
+                self._on_funding({**delta, "time": entry.get("time")}, out)
+        for oid, symbol in list(self.to_cancel.items()):
+            if symbol in self.assets:
+                status = self.client.cancel([(self.assets[symbol], oid)])[0]
+                if status == "success" or _gone(status):
+                    self.to_cancel.pop(oid, None)
+                    self.orders.pop(oid, None)
+                    log.info("cancelled %s order %d on a later try", symbol, oid)
 
     def _owner(self, symbol: str, adopt: bool) -> int:
         """The slot that owns a coin: the one holding it, else the adopt strategy's."""
@@ -660,7 +712,7 @@ class HyperliquidVenue:
             if left:
                 log.critical("kill switch: positions still open on the venue: %s",
                              ", ".join(f"{p['coin']} {p['szi']}" for p in left))
-        self._on_fills(self.client.fills_since(max(self.last_fill_ms - 1, 0)), out, "catch-up")
+        self._catch_up(out)
         return out
 
     def close(self) -> VenueOutput:
@@ -670,14 +722,19 @@ class HyperliquidVenue:
             self.stream.stop()
             self.stream.join(timeout=3)
         try:
-            self._on_fills(self.client.fills_since(max(self.last_fill_ms - 1, 0)), out, "catch-up")
+            self._catch_up(out)
         except VenueError as exc:
-            log.warning("final fills catch-up: %s", exc.message)
+            log.warning("final catch-up: %s", exc.message)
         return out
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
         self.executor.counts[what] += 1
+
+
+def _gone(status: str) -> bool:
+    """A cancel answered "never placed, already canceled, or filled": the order is no longer open."""
+    return "never placed" in status or "already canceled" in status
 
 
 def _order_row(strategy: str, symbol: str, spec: OrderSpec, outcome: OrderOutcome, purpose: str) -> dict[str, Any]:
