@@ -4,7 +4,7 @@ The real live path runs in-process against the fake venue on loopback: the
 executor (`LiveExecutor.handle`: risk engine, the order intent appended and
 fsynced to the audit log, sizing and rounding, EIP-712 signing, the HTTP
 request) with its state directory on disk. The clock starts when a one-row
-signal batch is decoded from its IPC bytes and stops when the /exchange POST
+signal batch is read from the pipe its IPC stream arrives on and stops when the /exchange POST
 carrying the IOC leaves for the socket; the venue's answer, the stop-loss
 that follows and the state save are after the send and not counted.
 
@@ -70,13 +70,21 @@ def bench_varon(url: str, n: int, state_dir: Path, wire: _Wire) -> list[float]:
     live = LiveExecutor(cfg, request, 60_000_000_000, StateDir(state_dir))
     live.start_venue()
     samples = []
+    read_end, write_end = os.pipe()  # the signals arrive on a pipe, as from `varon signal`
+    source = os.fdopen(write_end, "wb", buffering=0)
+    writer = reader = None
     for i in range(n):
         target = 1.0 if i % 2 == 0 else -1.0
-        blob = _ipc(signal_rows([{"bar": i + 1, "target": target, "close": 60000.0}]))
+        table = signal_rows([{"bar": i + 1, "target": target, "close": 60000.0}])
+        if writer is None:
+            writer = ipc.new_stream(source, table.schema)
+        writer.write_table(table)
+        if reader is None:
+            reader = ipc.open_stream(pa.PythonFile(os.fdopen(read_end, "rb", buffering=0), mode="r"))
         time.sleep(0.003)  # signals come one bar apart; the venue's mids keep streaming meanwhile
         before = len(wire.stamps)
         t0 = time.perf_counter()
-        batch = ipc.open_stream(blob).read_next_batch()  # the signal read
+        batch = reader.read_next_batch()  # the signal read
         live.handle(batch, [None, None, None])
         if len(wire.stamps) > before:
             samples.append(wire.stamps[before] - t0)
