@@ -369,3 +369,80 @@ def test_the_kill_switch_flattens_on_the_venue(fake, tmp_path: Path) -> None:
     assert fake.open_orders(USER) == []
     assert any(r["kind"] == "kill" for r in audit(state, "live"))
     assert math.isclose(executor_position(state, "BTC-USD", "live"), 0.0, abs_tol=1e-12)
+
+
+def test_no_builder_code_is_attached_unless_configured(fake, tmp_path: Path) -> None:
+    done = run_execute(fake.url, tmp_path, tmp_path / "a", write_signals(tmp_path / "s.arrows", [
+        {"bar": 1, "target": 1.0}]))
+    assert done.returncode == 0, done.stderr.decode()
+    assert all("builder" not in a for a in fake.actions("order"))
+    builder = "0x" + "be" * 20
+    done = run_execute(fake.url, tmp_path, tmp_path / "b", write_signals(tmp_path / "s2.arrows", [
+        {"bar": 1, "target": 1.0, "strategy": "s2", "symbol": "ETH-USD", "close": 3000.0}]),
+        VARON_HYPERLIQUID__BUILDER=builder, VARON_HYPERLIQUID__BUILDER_FEE="10",
+        VARON_HYPERLIQUID__ON_MISMATCH="adopt")
+    assert done.returncode == 0, done.stderr.decode()
+    assert fake.actions("order")[-2]["builder"] == {"b": builder, "f": 10}
+
+
+def test_orders_act_on_the_vault_when_one_is_configured(tmp_path: Path) -> None:
+    vault = "0x" + "ca" * 20
+    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}, vaults={vault}) as fake:
+        done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", [
+            {"bar": 1, "target": 1.0}]), VARON_HYPERLIQUID__VAULT_ADDRESS=vault)
+        assert done.returncode == 0, done.stderr.decode()
+        assert fake.position("BTC", account=vault) > 0 and fake.position("BTC") == 0.0
+        assert all(r.body["vaultAddress"] == vault for r in fake.requests)
+        assert len([o for o in fake.open_orders(vault) if o.get("isTrigger")]) == 1
+        assert fake.errors == []
+
+
+def test_a_gtc_entry_rests_then_fills_as_maker_and_gets_its_stop(fake, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    live = _Live(fake, tmp_path, state, VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
+                 VARON_HYPERLIQUID__LIMIT_OFFSET_BPS="10", VARON_HYPERLIQUID__LIMIT_TIMEOUT="1h")
+    try:
+        live.send([{"bar": 1, "target": 1.0}])
+        _wait(lambda: len(fake.open_orders(USER)) == 1)
+        resting = fake.open_orders(USER)[0]
+        assert resting["tif"] == "Gtc" and not resting["isTrigger"] and float(resting["limitPx"]) == 59940.0
+        assert fake.position("BTC") == 0.0
+        fake.set_mid("BTC", 59900.0)  # the market comes down to the resting bid
+        _wait(lambda: fake.position("BTC") > 0)
+        _wait(lambda: len(triggers(fake)) == 1)  # protected as soon as the fill is seen
+    finally:
+        code, err = live.finish()
+    assert code == 0, err
+    [entry] = [r for r in fills(tmp_path) if r["reason"] == "entry"]
+    venue_fill = fake.fills(USER)[0]
+    assert entry["venue_order_id"] == str(resting["oid"]) and venue_fill["crossed"] is False
+    assert entry["price"] == 59940.0 and entry["fee"] == pytest.approx(float(venue_fill["fee"]))
+    assert executor_position(state, name="live") == pytest.approx(fake.position("BTC"))
+
+
+def test_an_unfilled_limit_entry_is_cancelled_by_cloid_after_its_timeout(fake, tmp_path: Path) -> None:
+    live = _Live(fake, tmp_path, tmp_path / "state", VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
+                 VARON_HYPERLIQUID__LIMIT_OFFSET_BPS="20", VARON_HYPERLIQUID__LIMIT_TIMEOUT="1s")
+    try:
+        live.send([{"bar": 1, "target": 1.0}])
+        _wait(lambda: len(fake.open_orders(USER)) == 1)
+        cloid = fake.open_orders(USER)[0]["cloid"]
+        _wait(lambda: fake.open_orders(USER) == [], timeout=10)
+    finally:
+        code, err = live.finish()
+    assert code == 0, err
+    assert fake.actions("cancelByCloid") and fake.actions("cancelByCloid")[0]["cancels"][0]["cloid"] == cloid
+    assert fake.position("BTC") == 0.0 and "limit_timeout" in err
+    assert any(o["status"] == "cancelled" and o["reason"] == "limit_timeout" for o in orders(tmp_path))
+
+
+def test_a_post_only_entry_that_would_cross_is_refused_by_the_venue(tmp_path: Path) -> None:
+    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}, spread_bps=0.0) as fake:
+        done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", [
+            {"bar": 1, "target": 1.0}]), VARON_HYPERLIQUID__ENTRY_ORDER="alo")
+        assert done.returncode == 0, done.stderr.decode()
+        assert fake.position("BTC") == 0.0 and fake.open_orders(USER) == []
+        assert fake.errors == []
+    [refused] = [o for o in orders(tmp_path) if o["status"] == "rejected"]
+    assert "Post only order would have immediately matched" in refused["reason"]
+    assert executor_position(tmp_path / "state") == 0.0

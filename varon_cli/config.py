@@ -229,6 +229,12 @@ class HyperliquidConfig:
     symbols: list = field(default_factory=lambda: ["BTC-USD", "ETH-USD"])
     # Market-like orders are IOC limits at most this far from the mid (basis points).
     max_slippage_bps: float = 50.0
+    # Entries: ioc (market-like), gtc (a resting limit) or alo (post-only, refused if it would cross).
+    # Exits, stops and the kill switch always use IOC.
+    entry_order: str = "ioc"
+    # gtc/alo entries rest this far inside the mid (basis points); unfilled after limit_timeout they are cancelled.
+    limit_offset_bps: float = 0.0
+    limit_timeout: str = "1m"
     # Margin mode set per asset before an entry: isolated or cross.
     margin_mode: str = "isolated"
     # What start-up does when the venue disagrees with the saved state: halt, adopt or flatten.
@@ -247,6 +253,9 @@ class HyperliquidConfig:
     def __post_init__(self) -> None:
         _choice(self.margin_mode, ("isolated", "cross"), "hyperliquid.margin_mode")
         _choice(self.on_mismatch, ("halt", "adopt", "flatten"), "hyperliquid.on_mismatch")
+        _choice(self.entry_order, ("ioc", "gtc", "alo"), "hyperliquid.entry_order")
+        if not 0 <= self.limit_offset_bps <= 1000:
+            raise ConfigError(f"hyperliquid.limit_offset_bps = {self.limit_offset_bps!r}: must be in [0, 1000]")
         if not 0 < self.max_slippage_bps <= 1000:
             raise ConfigError(f"hyperliquid.max_slippage_bps = {self.max_slippage_bps!r}: must be in (0, 1000]")
         for key in ("account_address", "vault_address", "builder"):
@@ -257,7 +266,7 @@ class HyperliquidConfig:
             raise ConfigError(f"hyperliquid.max_retries = {self.max_retries}: must be >= 0")
         if not 0 <= self.builder_fee <= 100:
             raise ConfigError(f"hyperliquid.builder_fee = {self.builder_fee}: must be in [0, 100] tenths of a bp")
-        for key in ("request_timeout", "sync_interval"):
+        for key in ("request_timeout", "sync_interval", "limit_timeout"):
             value = getattr(self, key)
             _validated(lambda: parse_duration(value, key), f"hyperliquid.{key}", value)
 

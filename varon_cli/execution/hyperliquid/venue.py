@@ -82,6 +82,8 @@ class HyperliquidVenue:
         self.taker_fee = taker_fee
         self.slippage = cfg.max_slippage_bps / 10_000
         self.sync_every_ns = parse_duration(cfg.sync_interval, "sync_interval")
+        self.limit_timeout_ns = parse_duration(cfg.limit_timeout, "limit_timeout")
+        self.entry_tif = {"ioc": "Ioc", "gtc": "Gtc", "alo": "Alo"}[cfg.entry_order]
         self.assets: dict[str, Asset] = {}  # by varon symbol
         self.executor: Executor | None = None
         self.events: queue.Queue = queue.Queue()
@@ -99,6 +101,7 @@ class HyperliquidVenue:
         self.leverage: dict[str, tuple[bool, int]] = {}  # coin -> (cross, leverage) as set on the venue
         self.prior_intents: set[str] = set()
         self.to_cancel: dict[int, str] = {}  # oid -> symbol: orders of ours whose cancel is not confirmed yet
+        self.resting: dict[int, dict[str, Any]] = {}  # oid -> {j, cloid, size, filled, expires_ns}: gtc/alo entries
         self.funding_seen: deque[str] = deque(maxlen=SEEN_FILLS_KEPT)
         self.last_funding_ms = 0
         self._last_sync = 0
@@ -130,6 +133,7 @@ class HyperliquidVenue:
                 "seen": list(self.seen), "last_fill_ms": self.last_fill_ms,
                 "leverage": {k: list(v) for k, v in self.leverage.items()}, "nonce": self.client.nonces.last,
                 "to_cancel": {str(k): v for k, v in self.to_cancel.items()}, "funding_seen": list(self.funding_seen),
+                "resting": {str(k): v for k, v in self.resting.items()},
                 "last_funding_ms": self.last_funding_ms}
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -142,6 +146,7 @@ class HyperliquidVenue:
         self.leverage = {k: (bool(v[0]), int(v[1])) for k, v in data.get("leverage", {}).items()}
         self.client.nonces.last = max(self.client.nonces.last, int(data.get("nonce", 0)))
         self.to_cancel = {int(k): v for k, v in data.get("to_cancel", {}).items()}
+        self.resting = {int(k): v for k, v in data.get("resting", {}).items()}
         self.funding_seen = deque(data.get("funding_seen", []), maxlen=SEEN_FILLS_KEPT)
         self.last_funding_ms = int(data.get("last_funding_ms", 0))
 
@@ -255,6 +260,7 @@ class HyperliquidVenue:
             log.info("cancelled open order %d (%s): %s", oid, asset.coin, status)
             if status == "success" or _gone(status):
                 self.to_cancel.pop(oid, None)
+                self.resting.pop(oid, None)
         # protection the state remembers but the venue no longer has (filled, cancelled by hand): forget it
         open_now = {int(o["oid"]) for o in self.client.open_orders()}
         for j, kinds in list(self.protection.items()):
@@ -309,13 +315,16 @@ class HyperliquidVenue:
         if size <= 0 or (not reduce_only and below_minimum(size, mid)):
             return self._refuse(event, out, f"rejected: below the venue's $10 minimum ({size:g} {asset.coin} at "
                                             f"{mid:g})")
+        self._cancel_resting(j, "replaced by a new decision", out)  # one working entry per slot
         if not reduce_only:
             problem = self._ensure_leverage(asset, ex.slot(j)["pending_leverage"])
             if problem:
                 return self._refuse(event, out, f"rejected: leverage not set on the venue: {problem}")
-        price = round_price(mid * (1 + self.slippage) if is_buy else mid * (1 - self.slippage), asset.sz_decimals,
+        tif = "Ioc" if reduce_only else self.entry_tif
+        away = self.slippage if tif == "Ioc" else -self.cfg.limit_offset_bps / 10_000
+        price = round_price(mid * (1 + away) if is_buy else mid * (1 - away), asset.sz_decimals,
                             "down" if is_buy else "up")
-        spec = OrderSpec(asset, is_buy, size, price, reduce_only, event["cloid"])
+        spec = OrderSpec(asset, is_buy, size, price, reduce_only, event["cloid"], tif=tif)
         outcome = self._place_intended(spec)
         if outcome is None:
             return
@@ -324,6 +333,29 @@ class HyperliquidVenue:
         self._record_outcome(j, event, spec, outcome, event.get("reason", "entry"), out)
         if outcome.status == "filled":
             self._protect(j, event["bar_ts"], out)
+        elif outcome.status == "resting" and outcome.oid is not None:
+            self.resting[outcome.oid] = {"j": j, "cloid": spec.cloid, "size": spec.size, "filled": 0.0,
+                                         "expires_ns": time.time_ns() + self.limit_timeout_ns}
+
+    def _cancel_resting(self, j: int, why: str, out: VenueOutput, only_expired: bool = False) -> None:
+        """Cancel slot j's resting limit entries (by cloid), or with j = -1 every one that has expired."""
+        now = time.time_ns()
+        for oid, rest in list(self.resting.items()):
+            if (j >= 0 and int(rest["j"]) != j) or (only_expired and rest["expires_ns"] > now):
+                continue
+            strategy, symbol = self.executor.slot_names(int(rest["j"]))
+            status = self.client.cancel_by_cloid([(self.assets[symbol], rest["cloid"])])[0]
+            if status not in ("success", "dry_run") and not _gone(status):
+                log.warning("%s %s: cancel of resting order %d: %s; tried again later", strategy, symbol, oid, status)
+                continue
+            del self.resting[oid]
+            if status in ("success", "dry_run"):
+                log.info("%s %s: resting entry %d cancelled: %s", strategy, symbol, oid, why)
+                row = {"ts": now, "symbol": symbol, "cloid": rest["cloid"], "venue_order_id": str(oid), "side": "",
+                       "size": float(rest["size"]) - float(rest["filled"]), "price": 0.0, "fee": 0.0,
+                       "status": "cancelled", "reason": why, "strategy": strategy}
+                out.orders.append(row)
+                out.audit.append(("order", dict(row)))
 
     def _place_intended(self, spec: OrderSpec) -> OrderOutcome | None:
         """Place an order whose intent is recorded; an intent from before a restart is first looked up."""
@@ -531,6 +563,8 @@ class HyperliquidVenue:
                 self._catch_up(out)
             elif event.kind == "lost":
                 log.warning("user stream lost; reconnecting")
+        if self.resting:
+            self._cancel_resting(-1, "limit_timeout", out, only_expired=True)
         if time.time_ns() - self._last_sync >= self.sync_every_ns:
             self.sync(out)
         return out
@@ -575,6 +609,11 @@ class HyperliquidVenue:
             side = 1.0 if f.get("side") == "B" else -1.0
             ref = self.orders.get(oid)
             accounted = self.accounted.get(oid)
+            rest = self.resting.get(oid)
+            if rest is not None:
+                rest["filled"] += size
+                if rest["filled"] >= rest["size"] - TINY:
+                    del self.resting[oid]
             if accounted is not None:
                 j = int(accounted["j"])
                 share = min(size / accounted["size"], 1.0) if accounted["size"] else 1.0
@@ -679,6 +718,7 @@ class HyperliquidVenue:
             for (asset, oid), status in zip(cancels, self.client.cancel(cancels)):
                 log.info("kill switch: cancel %s order %d: %s", asset.coin, oid, status)
             self.protection.clear()
+            self.resting.clear()
             state = self.client.user_state()
             open_positions = [p["position"] for p in state.get("assetPositions", [])
                               if float(p["position"].get("szi", 0) or 0) != 0]
