@@ -237,7 +237,9 @@ class HyperliquidConfig:
     limit_timeout: str = "1m"
     # Margin mode set per asset before an entry: isolated or cross.
     margin_mode: str = "isolated"
-    # What start-up does when the venue disagrees with the saved state: halt, adopt or flatten.
+    # What start-up does when the venue disagrees with the saved state: halt (exit, change nothing), adopt (take
+    # the venue's positions as the executor's and protect them) or flatten (close them). Under adopt and flatten,
+    # open orders the executor did not place are cancelled. A dry run always adopts, into its own state.
     on_mismatch: str = "halt"
     # Strategy that owns positions adopted from the venue.
     adopt_strategy: str = "adopted"
@@ -284,6 +286,32 @@ class DbConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    """`varon status` and the metrics every long-running command publishes (README: `varon status` and operations)."""
+
+    # Where each running collect/bars/features/signal/execute process keeps its metrics file (<pid>.json).
+    dir: str = ".varon/run"
+    # Publish those files at all (once a second, from a background thread).
+    publish: bool = True
+    # Serve the same numbers in the Prometheus text format on this port; 0 = off.
+    prometheus_port: int = 0
+    prometheus_host: str = "127.0.0.1"
+    # A process whose heartbeat is older than this is unhealthy.
+    stale_after: str = "30s"
+    # Shell command run (not waited for) when a breaker trips, the kill switch fires or a feed is lost;
+    # $VARON_ALERT_KIND and $VARON_ALERT_MESSAGE say what happened. --on-alert sets it for one run.
+    on_alert: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise ConfigError("status.dir = '': give a directory")
+        if not 0 <= self.prometheus_port <= 65535:
+            raise ConfigError(f"status.prometheus_port = {self.prometheus_port}: must be in [0, 65535] (0 = off)")
+        if _validated(lambda: parse_duration(self.stale_after, "stale_after"), "status.stale_after", self.stale_after) <= 0:
+            raise ConfigError(f"status.stale_after = {self.stale_after!r}: must be positive")
+
+
+@dataclass(frozen=True)
 class VaronConfig:
     log: LogConfig = field(default_factory=LogConfig)
     bars: BarsConfig = field(default_factory=BarsConfig)
@@ -294,6 +322,7 @@ class VaronConfig:
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     hyperliquid: HyperliquidConfig = field(default_factory=HyperliquidConfig)
     db: DbConfig = field(default_factory=DbConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -151,6 +151,11 @@ class HyperliquidVenue:
         self.last_funding_ms = int(data.get("last_funding_ms", 0))
 
     # -- start: reconciliation ---------------------------------------------------------------------
+    @property
+    def _policy(self) -> str:
+        """hyperliquid.on_mismatch; a dry run only adopts (into its own state): it never acts and never halts."""
+        return "adopt" if self.client.dry_run else self.cfg.on_mismatch
+
     def start(self, fresh: bool, unresolved: list[dict[str, Any]]) -> VenueOutput:
         """Bring the executor in line with the venue before the first signal; then open the user stream."""
         ex, out = self.executor, VenueOutput()
@@ -213,11 +218,11 @@ class HyperliquidVenue:
                 continue
             finding = f"{symbol}: executor holds {have:g}, venue holds {want:g}"
             out.audit.append(("reconcile", {"symbol": symbol, "executor": have, "venue": want,
-                                            "action": self.cfg.on_mismatch, "finding": finding}))
-            if self.cfg.on_mismatch == "halt":
+                                            "action": self._policy, "finding": finding}))
+            if self._policy == "halt":
                 raise ReconcileError(f"{finding}; hyperliquid.on_mismatch = halt: not trading (set it to adopt or "
                                      f"flatten, or close the position on the venue)")
-            log.warning("%s: %s", finding, "adopting the venue's position" if self.cfg.on_mismatch == "adopt"
+            log.warning("%s: %s", finding, "adopting the venue's position" if self._policy == "adopt"
                         else "flattening it on the venue")
             j = self._owner(symbol, adopt=True)
             entry = float(raw["entryPx"]) if raw else 0.0
@@ -229,7 +234,7 @@ class HyperliquidVenue:
             if want:
                 ex.state["slot_f"][j, K.PEND_LEV] = float((raw.get("leverage") or {}).get("value", 1))
                 ex.apply_fill(j, want, entry, 0.0, fresh_stop=True)
-                if self.cfg.on_mismatch == "flatten":
+                if self._policy == "flatten":
                     self._close(j, "reconcile_flatten", int(time.time_ns()), out)
         for j in range(ex.state["slot_f"].shape[0]):
             if ex.slot(j)["position"]:
@@ -250,8 +255,8 @@ class HyperliquidVenue:
                        f"{order.get('limitPx')}) is not one of the executor's")
             log.warning("%s", finding)
             out.audit.append(("reconcile", {"venue_order_id": str(oid), "finding": finding,
-                                            "action": self.cfg.on_mismatch}))
-        if strangers and self.cfg.on_mismatch == "halt":
+                                            "action": self._policy}))
+        if strangers and self._policy == "halt":
             raise ReconcileError(f"{len(strangers)} open order(s) on the venue the executor did not place; "
                                  f"hyperliquid.on_mismatch = halt: not trading")
         by_coin = {a.coin: a for a in self.assets.values()}
