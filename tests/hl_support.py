@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,47 @@ def iocs(fake) -> list[dict[str, Any]]:  # noqa: ANN001
 
 def triggers(fake) -> list[dict[str, Any]]:  # noqa: ANN001
     return [o for o in fake.open_orders(USER) if o.get("isTrigger")]
+
+
+class LiveExecutor:
+    """`varon execute --venue hyperliquid` reading signals from a pipe that stays open, as in a live pipeline."""
+
+    def __init__(self, fake, tmp_path: Path, state: Path, **env: str) -> None:  # noqa: ANN001
+        self.proc = subprocess.Popen(execute_args(fake.url, tmp_path) + ["--name", "live"], cwd=REPO,
+                                     env=hl_env(state, VARON_HYPERLIQUID__SYNC_INTERVAL="1s", **env),
+                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.writer = None
+
+    def send(self, rows: list[dict[str, Any]]) -> None:
+        table = signal_rows(rows)
+        if self.writer is None:
+            self.writer = ipc.new_stream(self.proc.stdin, table.schema)
+        self.writer.write_table(table)
+        self.proc.stdin.flush()
+
+    def finish(self) -> tuple[int, str]:
+        """End the input; the exit code and the log."""
+        if self.writer is not None:
+            self.writer.close()
+        self.proc.stdin.close()
+        err = self.proc.stderr.read().decode()
+        return self.proc.wait(timeout=30), err
+
+
+def wait_until(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def open_by_hand(fake, size: float = 0.01) -> None:  # noqa: ANN001
+    """A position opened outside varon (the web UI), with the user's agent key through the SDK."""
+    from eth_account import Account
+    from hyperliquid.exchange import Exchange
+
+    ex = Exchange(Account.from_key(AGENT_KEY), base_url=fake.url, account_address=USER)
+    answer = ex.order("BTC", True, size, 60300.0, {"limit": {"tif": "Ioc"}})
+    assert "filled" in answer["response"]["data"]["statuses"][0]

@@ -15,13 +15,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pyarrow.ipc as ipc
 import pytest
 
 from fakes.hyperliquid_venue import FakeHyperliquidVenue
 from hl_support import (
-    AGENT, AGENT_KEY, REPO, USER, audit, execute_args, executor_position, fills, hl_env, iocs, orders,
-    run_execute, signal_rows, triggers, write_signals,
+    AGENT, AGENT_KEY, REPO, USER, LiveExecutor, audit, execute_args, executor_position, fills, hl_env, iocs,
+    open_by_hand, orders, run_execute, triggers, wait_until, write_signals,
 )
 from varon_cli.execution.hyperliquid.rounding import valid_price
 
@@ -184,18 +183,8 @@ def test_a_crash_before_the_send_sends_once_on_restart(fake, tmp_path: Path) -> 
     assert len(iocs(fake)) == 1 and fake.position("BTC") > 0 and len(triggers(fake)) == 1
 
 
-def _open_by_hand(fake, size: float = 0.01) -> None:  # noqa: ANN001
-    """A position opened outside varon (the web UI), with the user's agent key through the SDK."""
-    from eth_account import Account
-    from hyperliquid.exchange import Exchange
-
-    ex = Exchange(Account.from_key(AGENT_KEY), base_url=fake.url, account_address=USER)
-    answer = ex.order("BTC", True, size, 60300.0, {"limit": {"tif": "Ioc"}})
-    assert "filled" in answer["response"]["data"]["statuses"][0]
-
-
 def test_start_up_halts_on_a_position_it_does_not_know(fake, tmp_path: Path) -> None:
-    _open_by_hand(fake)
+    open_by_hand(fake)
     done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", [
         {"bar": 1, "target": 1.0}]))
     assert done.returncode == 75
@@ -205,7 +194,7 @@ def test_start_up_halts_on_a_position_it_does_not_know(fake, tmp_path: Path) -> 
 
 
 def test_start_up_adopts_a_position_and_protects_it(fake, tmp_path: Path) -> None:
-    _open_by_hand(fake)
+    open_by_hand(fake)
     done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", []),
                        VARON_HYPERLIQUID__ON_MISMATCH="adopt")
     assert done.returncode == 0, done.stderr.decode()
@@ -217,7 +206,7 @@ def test_start_up_adopts_a_position_and_protects_it(fake, tmp_path: Path) -> Non
 
 
 def test_start_up_flattens_a_position_when_told_to(fake, tmp_path: Path) -> None:
-    _open_by_hand(fake)
+    open_by_hand(fake)
     done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", []),
                        VARON_HYPERLIQUID__ON_MISMATCH="flatten")
     assert done.returncode == 0, done.stderr.decode()
@@ -273,50 +262,16 @@ def test_an_unknown_coin_is_refused_at_start(fake, tmp_path: Path) -> None:
     assert fake.requests == []
 
 
-class _Live:
-    """An executor reading signals from a pipe that stays open, as in a live pipeline."""
-
-    def __init__(self, fake, tmp_path: Path, state: Path, **env: str) -> None:  # noqa: ANN001
-        self.proc = subprocess.Popen(execute_args(fake.url, tmp_path) + ["--name", "live"], cwd=REPO,
-                                     env=hl_env(state, VARON_HYPERLIQUID__SYNC_INTERVAL="1s", **env),
-                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.writer = None
-
-    def send(self, rows: list[dict]) -> None:
-        table = signal_rows(rows)
-        if self.writer is None:
-            self.writer = ipc.new_stream(self.proc.stdin, table.schema)
-        self.writer.write_table(table)
-        self.proc.stdin.flush()
-
-    def finish(self) -> tuple[int, str]:
-        """End the input; the exit code and the log."""
-        if self.writer is not None:
-            self.writer.close()
-        self.proc.stdin.close()
-        err = self.proc.stderr.read().decode()
-        return self.proc.wait(timeout=30), err
-
-
-def _wait(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def test_a_stop_firing_while_the_websocket_is_down_is_caught_up(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0, "sl": 59500.0}])
-        _wait(lambda: len(triggers(fake)) == 1)
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: len(triggers(fake)) == 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         fake.drop_ws()
         fake.set_mid("BTC", 59000.0)  # the stop fires while the executor's socket is down
-        _wait(lambda: fake.position("BTC") == 0.0)
+        wait_until(lambda: fake.position("BTC") == 0.0)
         time.sleep(2.5)  # reconnect + REST catch-up (and a sync)
     finally:
         code, err = live.finish()
@@ -332,13 +287,13 @@ def test_a_stop_firing_while_the_websocket_is_down_is_caught_up(fake, tmp_path: 
 
 def test_a_liquidation_fill_without_an_order_is_applied(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(triggers(fake)) == 1)
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: len(triggers(fake)) == 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         fake.liquidate("BTC")
-        _wait(lambda: fake.position("BTC") == 0.0)
+        wait_until(lambda: fake.position("BTC") == 0.0)
         time.sleep(1.5)
     finally:
         code, err = live.finish()
@@ -351,12 +306,12 @@ def test_a_liquidation_fill_without_an_order_is_applied(fake, tmp_path: Path) ->
 
 def test_the_kill_switch_flattens_on_the_venue(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     proc = live.proc
     try:
         live.send([{"bar": 1, "target": 1.0}, {"bar": 1, "target": -1.0, "strategy": "s2", "symbol": "ETH-USD",
                                                "close": 3000.0}])
-        _wait(lambda: len(triggers(fake)) == 2)
+        wait_until(lambda: len(triggers(fake)) == 2)
         kill = subprocess.run([*execute_args(fake.url, tmp_path)[:4], "kill", "--reason", "test"], cwd=REPO,
                               env=hl_env(state), capture_output=True, timeout=30)
         assert kill.returncode == 0, kill.stderr.decode()
@@ -399,17 +354,17 @@ def test_orders_act_on_the_vault_when_one_is_configured(tmp_path: Path) -> None:
 
 def test_a_gtc_entry_rests_then_fills_as_maker_and_gets_its_stop(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state, VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
+    live = LiveExecutor(fake, tmp_path, state, VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
                  VARON_HYPERLIQUID__LIMIT_OFFSET_BPS="10", VARON_HYPERLIQUID__LIMIT_TIMEOUT="1h")
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(fake.open_orders(USER)) == 1)
+        wait_until(lambda: len(fake.open_orders(USER)) == 1)
         resting = fake.open_orders(USER)[0]
         assert resting["tif"] == "Gtc" and not resting["isTrigger"] and float(resting["limitPx"]) == 59940.0
         assert fake.position("BTC") == 0.0
         fake.set_mid("BTC", 59900.0)  # the market comes down to the resting bid
-        _wait(lambda: fake.position("BTC") > 0)
-        _wait(lambda: len(triggers(fake)) == 1)  # protected as soon as the fill is seen
+        wait_until(lambda: fake.position("BTC") > 0)
+        wait_until(lambda: len(triggers(fake)) == 1)  # protected as soon as the fill is seen
     finally:
         code, err = live.finish()
     assert code == 0, err
@@ -421,13 +376,13 @@ def test_a_gtc_entry_rests_then_fills_as_maker_and_gets_its_stop(fake, tmp_path:
 
 
 def test_an_unfilled_limit_entry_is_cancelled_by_cloid_after_its_timeout(fake, tmp_path: Path) -> None:
-    live = _Live(fake, tmp_path, tmp_path / "state", VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
+    live = LiveExecutor(fake, tmp_path, tmp_path / "state", VARON_HYPERLIQUID__ENTRY_ORDER="gtc",
                  VARON_HYPERLIQUID__LIMIT_OFFSET_BPS="20", VARON_HYPERLIQUID__LIMIT_TIMEOUT="1s")
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(fake.open_orders(USER)) == 1)
+        wait_until(lambda: len(fake.open_orders(USER)) == 1)
         cloid = fake.open_orders(USER)[0]["cloid"]
-        _wait(lambda: fake.open_orders(USER) == [], timeout=10)
+        wait_until(lambda: fake.open_orders(USER) == [], timeout=10)
     finally:
         code, err = live.finish()
     assert code == 0, err

@@ -19,17 +19,15 @@ was down.
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from pathlib import Path
 
-import pyarrow.ipc as ipc
 import pytest
 
 from fakes.hyperliquid_venue import FakeHyperliquidVenue
 from hl_support import (
-    AGENT, AGENT_KEY, REPO, USER, audit, execute_args, executor_position, fills, hl_env, iocs, orders,
-    run_execute, saved_state, signal_rows, triggers, write_signals,
+    AGENT, USER, LiveExecutor, audit, executor_position, fills, iocs, open_by_hand, orders, run_execute, saved_state,
+    triggers, wait_until, write_signals,
 )
 from varon_cli.execution import kernel as K
 
@@ -41,50 +39,6 @@ def fake():
     with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}) as venue:
         yield venue
         assert venue.errors == []
-
-
-class _Live:
-    """An executor reading signals from a pipe that stays open, as in a live pipeline."""
-
-    def __init__(self, fake, tmp_path: Path, state: Path, **env: str) -> None:  # noqa: ANN001
-        self.proc = subprocess.Popen(execute_args(fake.url, tmp_path) + ["--name", "live"], cwd=REPO,
-                                     env=hl_env(state, VARON_HYPERLIQUID__SYNC_INTERVAL="1s", **env),
-                                     stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.writer = None
-
-    def send(self, rows: list[dict]) -> None:
-        table = signal_rows(rows)
-        if self.writer is None:
-            self.writer = ipc.new_stream(self.proc.stdin, table.schema)
-        self.writer.write_table(table)
-        self.proc.stdin.flush()
-
-    def finish(self) -> tuple[int, str]:
-        """End the input; the exit code and the log."""
-        if self.writer is not None:
-            self.writer.close()
-        self.proc.stdin.close()
-        err = self.proc.stderr.read().decode()
-        return self.proc.wait(timeout=30), err
-
-
-def _wait(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def _open_by_hand(fake, size: float = 0.01) -> None:  # noqa: ANN001
-    """An order placed outside varon (the web UI), with the user's agent key through the SDK."""
-    from eth_account import Account
-    from hyperliquid.exchange import Exchange
-
-    ex = Exchange(Account.from_key(AGENT_KEY), base_url=fake.url, account_address=USER)
-    answer = ex.order("BTC", True, size, 60300.0, {"limit": {"tif": "Ioc"}})
-    assert "filled" in answer["response"]["data"]["statuses"][0]
 
 
 def _protected_once(fake) -> None:  # noqa: ANN001
@@ -152,21 +106,21 @@ def test_a_partly_filled_entry_holds_what_filled_and_its_stop_covers_exactly_tha
 # -- 3. "Reduce only order would increase position." on an exit ---------------------------------------------
 def test_a_reduce_only_rejection_on_an_exit_keeps_the_position_and_its_stop(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(triggers(fake)) == 1)
+        wait_until(lambda: len(triggers(fake)) == 1)
         held, stop = fake.position("BTC"), triggers(fake)
         fake.fail_next("reject", error="Reduce only order would increase position.", action_type="order")
         live.send([{"bar": 2, "target": 0.0}])
-        _wait(lambda: any(r.fault == "reject" for r in fake.requests))
+        wait_until(lambda: any(r.fault == "reject" for r in fake.requests))
         time.sleep(1.5)  # a sync with the venue, too
         # nothing changed: the same position, the same stop, and the executor agrees
         assert fake.position("BTC") == held and triggers(fake) == stop
         _in_step(fake, state, "live")
         _protected_once(fake)
         live.send([{"bar": 3, "target": 0.0}])  # the next exit goes through: the state was left consistent
-        _wait(lambda: fake.position("BTC") == 0.0 and fake.open_orders(USER) == [])
+        wait_until(lambda: fake.position("BTC") == 0.0 and fake.open_orders(USER) == [])
     finally:
         code, err = live.finish()
     assert code == 0, err
@@ -213,14 +167,14 @@ def test_an_http_500_on_an_entry_asks_by_cloid_and_takes_one_ioc(fake, tmp_path:
 # -- 6. funding -----------------------------------------------------------------------------------------------
 def test_funding_the_venue_charges_reaches_the_executors_account(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(triggers(fake)) == 1)
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: len(triggers(fake)) == 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         time.sleep(0.5)  # the subscriptions are in
         paid = fake.settle_funding("BTC", 0.001)
-        _wait(lambda: any("funding" in r for r in audit(state, "live")))
+        wait_until(lambda: any("funding" in r for r in audit(state, "live")))
     finally:
         code, err = live.finish()
     assert code == 0, err
@@ -236,17 +190,17 @@ def test_funding_the_venue_charges_reaches_the_executors_account(fake, tmp_path:
 # -- 7. a take profit ------------------------------------------------------------------------------------------
 def test_a_take_profit_fires_once_and_its_stop_is_cancelled(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0, "sl": 59000.0, "tp": 61000.0}])
-        _wait(lambda: len(triggers(fake)) == 2)
+        wait_until(lambda: len(triggers(fake)) == 2)
         placed = {o["orderType"]: float(o["triggerPx"]) for o in triggers(fake)}
         assert placed == {"Stop Market": 59000.0, "Take Profit Market": 61000.0}
         assert all(o["reduceOnly"] for o in triggers(fake))
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         fake.set_mid("BTC", 61050.0)
-        _wait(lambda: fake.position("BTC") == 0.0)
-        _wait(lambda: fake.open_orders(USER) == [])
+        wait_until(lambda: fake.position("BTC") == 0.0)
+        wait_until(lambda: fake.open_orders(USER) == [])
         time.sleep(1.2)  # a sync too
     finally:
         code, err = live.finish()
@@ -305,16 +259,16 @@ def test_a_second_strategy_on_a_held_coin_is_refused_naming_the_holder(fake, tmp
 # -- 10. a fill for an order varon did not place -----------------------------------------------------------
 def test_a_fill_varon_did_not_place_is_adopted_by_the_owner_and_the_stop_resized(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0}])
-        _wait(lambda: len(triggers(fake)) == 1)
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: len(triggers(fake)) == 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         held = fake.position("BTC")
-        _open_by_hand(fake, 0.01)
+        open_by_hand(fake, 0.01)
         total = fake.position("BTC")
         assert total == pytest.approx(held + 0.01)
-        _wait(lambda: [float(o["sz"]) for o in triggers(fake)] == [total])
+        wait_until(lambda: [float(o["sz"]) for o in triggers(fake)] == [total])
         time.sleep(1.2)  # a sync too
     finally:
         code, err = live.finish()
@@ -359,14 +313,14 @@ def test_a_nan_target_is_refused_by_the_risk_engine_and_nothing_is_sent(fake, tm
 # -- faults that once exposed product bugs ------------------------------------------------------------------
 def test_a_take_profit_that_filled_is_neither_cancelled_nor_reported_cancelled(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0, "sl": 59000.0, "tp": 61000.0}])
-        _wait(lambda: len(triggers(fake)) == 2)
+        wait_until(lambda: len(triggers(fake)) == 2)
         tp_oid = next(o["oid"] for o in triggers(fake) if o["orderType"] == "Take Profit Market")
-        _wait(lambda: fake.ws_connections >= 1)
+        wait_until(lambda: fake.ws_connections >= 1)
         fake.set_mid("BTC", 61050.0)
-        _wait(lambda: fake.position("BTC") == 0.0 and fake.open_orders(USER) == [])
+        wait_until(lambda: fake.position("BTC") == 0.0 and fake.open_orders(USER) == [])
         time.sleep(1.2)
     finally:
         code, err = live.finish()
@@ -380,14 +334,14 @@ def test_a_take_profit_that_filled_is_neither_cancelled_nor_reported_cancelled(f
 
 def test_a_fill_varon_did_not_place_keeps_the_strategys_stop_and_take_profit(fake, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    live = _Live(fake, tmp_path, state)
+    live = LiveExecutor(fake, tmp_path, state)
     try:
         live.send([{"bar": 1, "target": 1.0, "sl": 59000.0, "tp": 62000.0}])
-        _wait(lambda: len(triggers(fake)) == 2)
-        _wait(lambda: fake.ws_connections >= 1)
-        _open_by_hand(fake, 0.01)
+        wait_until(lambda: len(triggers(fake)) == 2)
+        wait_until(lambda: fake.ws_connections >= 1)
+        open_by_hand(fake, 0.01)
         total = fake.position("BTC")
-        _wait(lambda: any(float(o["sz"]) == total for o in triggers(fake)))  # resized, whatever the prices
+        wait_until(lambda: any(float(o["sz"]) == total for o in triggers(fake)))  # resized, whatever the prices
         time.sleep(1.2)
     finally:
         code, err = live.finish()
