@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from commands.collect_backfill import backfill
-from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
+from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OnAlertOpt, OutputOpt, run, setup
 from varon_cli.errors import UsageError
 from varon_cli.feeds.collector import (LiveRequest, collect_live, parse_speed, parse_symbols, replay_capture,
                                        replay_trades)
@@ -29,8 +29,8 @@ RetriesOpt = Annotated[Optional[int], typer.Option("--max-retries", help="Exit n
 WatchdogOpt = Annotated[Optional[str], typer.Option("--watchdog", help="Reconnect when nothing arrives for this long, e.g. 10s (config collect.watchdog).", show_default=False)]
 
 
-def _overrides(watchdog: str | None) -> dict:
-    return {"collect": {"watchdog": watchdog}}
+def _overrides(watchdog: str | None, on_alert: str | None = None) -> dict:
+    return {"collect": {"watchdog": watchdog}, "status": {"on_alert": on_alert}}  # [status hook] --on-alert
 
 
 @app.command("coinbase")
@@ -43,6 +43,7 @@ def coinbase(
     raw_out: RawOpt = None,
     max_retries: RetriesOpt = None,
     watchdog: WatchdogOpt = None,
+    on_alert: OnAlertOpt = None,  # [status hook]
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -54,7 +55,7 @@ def coinbase(
     """
 
     def body() -> None:
-        cfg = setup(config, log_level, log_format, _overrides(watchdog))
+        cfg = setup(config, log_level, log_format, _overrides(watchdog, on_alert))  # [status hook]
         if feed not in ("advanced", "exchange"):
             raise UsageError(f"--feed {feed!r}: expected advanced or exchange")
         default = cfg.collect.coinbase_url if feed == "advanced" else cfg.collect.coinbase_exchange_url
@@ -77,6 +78,7 @@ def hyperliquid(
     raw_out: RawOpt = None,
     max_retries: RetriesOpt = None,
     watchdog: WatchdogOpt = None,
+    on_alert: OnAlertOpt = None,  # [status hook]
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -88,7 +90,7 @@ def hyperliquid(
     """
 
     def body() -> None:
-        cfg = setup(config, log_level, log_format, _overrides(watchdog))
+        cfg = setup(config, log_level, log_format, _overrides(watchdog, on_alert))  # [status hook]
         default = cfg.collect.hyperliquid_testnet_url if testnet else cfg.collect.hyperliquid_url
         request = LiveRequest("hyperliquid", "ws", parse_symbols(symbols), url or default, info_url or "", output,
                               book_out, funding_out, raw_out, max_retries)

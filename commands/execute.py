@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OutputOpt, run, setup
+from commands.common import ConfigOpt, LogFormatOpt, LogLevelOpt, OnAlertOpt, OutputOpt, run, setup
 from commands.execute_ops import kill, reset
 
 log = logging.getLogger("varon.execute")
@@ -32,6 +32,7 @@ def execute(
     funding: Annotated[Optional[str], typer.Option("--funding", help="A funding stream file for hourly rates; else paper.funding_rate.", show_default=False)] = None,
     name: Annotated[str, typer.Option("--name", help="Executor name: its state and audit log in the state directory.")] = "default",
     clock: Annotated[str, typer.Option("--clock", help="wall: signals are judged stale against the wall clock (live); event: against their own time (replays).")] = "wall",
+    on_alert: OnAlertOpt = None,  # [status hook]
     config: ConfigOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -53,7 +54,7 @@ or hyperliquid.key_file (mode 600). Start-up reconciles the saved state with the
         from varon_cli.errors import UsageError
         from varon_cli.execution.live import ExecuteRequest, run_execute, summary
 
-        cfg = setup(config, log_level, log_format)
+        cfg = setup(config, log_level, log_format, {"status": {"on_alert": on_alert}})  # [status hook] --on-alert
         if venue not in ("paper", "hyperliquid"):
             raise UsageError(f"--venue {venue!r}: expected paper or hyperliquid")
         if venue == "paper" and (url or testnet or dry_run):
@@ -88,6 +89,8 @@ def _exit_now(code: int, message: str) -> None:
     import sys
 
     print(message, file=sys.stderr)
+    from varon_cli.status.metrics import shutdown  # [status hook] remove the metrics file, start pending alerts
+    shutdown()  # [status hook]
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from commands import backtest, bars, collect, config, execute, features, signal, train
+from commands import backtest, bars, collect, config, db, execute, features, signal, status, train
 from varon_cli import __version__
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(execute.app, name="execute")
 app.command("backtest")(backtest.backtest)
 app.command("train")(train.train)
 app.add_typer(config.app, name="config")
+app.add_typer(db.app, name="db")
+app.add_typer(status.app, name="status")
 
 
 def _version(value: bool) -> None:

@@ -281,8 +281,33 @@ class ExecuteConfig:
 
 @dataclass(frozen=True)
 class DbConfig:
-    # PostgreSQL DSN; empty means the embedded store (Parquet + DuckDB).
+    """The store behind `varon db` (varon_cli/db/)."""
+
+    # postgresql://user@host/db (its password from ~/.pgpass or PGPASSWORD rather than here), or
+    # duckdb:///path/file.duckdb; empty means the embedded DuckDB file duckdb:///.varon/varon.duckdb.
     dsn: str = ""
+    # Rows per load transaction at most; rows from a live pipe are committed at least every flush_interval.
+    batch_rows: int = 1_000_000
+    flush_interval: str = "1s"
+    # A database that is down or goes away: tries in all, waiting retry_initial, doubling up to retry_max.
+    attempts: int = 5
+    retry_initial: str = "500ms"
+    retry_max: str = "10s"
+    connect_timeout: str = "5s"
+
+    def __post_init__(self) -> None:
+        if self.dsn:
+            from varon_cli.db.dsn import parse_dsn  # the DSN grammar lives with the store
+
+            parse_dsn(self.dsn)
+        if self.batch_rows < 1:
+            raise ConfigError(f"db.batch_rows = {self.batch_rows}: must be at least 1")
+        if self.attempts < 1:
+            raise ConfigError(f"db.attempts = {self.attempts}: must be at least 1")
+        for key in ("flush_interval", "retry_initial", "retry_max", "connect_timeout"):
+            value = getattr(self, key)
+            if _validated(lambda: parse_duration(value, key), f"db.{key}", value) <= 0:
+                raise ConfigError(f"db.{key} = {value!r}: must be positive")
 
 
 @dataclass(frozen=True)

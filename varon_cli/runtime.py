@@ -17,6 +17,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from varon_cli.status.metrics import track_stage  # [status hook]
+
 
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; the command should flush and stop."""
@@ -115,6 +117,7 @@ def pump(source: Iterable[StreamItem], processor: Processor, sink: Sink) -> None
             else:
                 sink.write(out)
 
+    source = track_stage(source, sink)  # [status hook] counts and times each batch for `varon status`; no-op unless publishing
     try:
         for item in source:
             emit(processor.advance(item) if isinstance(item, Watermark) else processor.push(item))

@@ -42,6 +42,7 @@ from varon_cli.intervals import parse_interval
 from varon_cli.runtime import Watermark
 from varon_cli.schemas import EQUITY, FILLS, INTERVAL_KEY, ORDERS, SIGNALS
 from varon_cli.sinks import Sink
+from varon_cli.status.metrics import alert, track_executor  # [status hook]
 from varon_cli.streamio import open_input, open_output
 
 log = logging.getLogger("varon.execute")
@@ -157,7 +158,10 @@ class LiveExecutor:
             self.executor = self.venue.build_executor(cfg.risk, interval_ns)
         else:
             self.executor = Executor(cfg.risk, cfg.paper, interval_ns)
+        self.store = _store(cfg, request.name, state_dir)
         saved = state_dir.load_state(request.name)
+        if self.store is not None:
+            saved = self._rebuild(saved)
         if saved is not None:
             if saved.get("interval_ns") != interval_ns:
                 raise UsageError(f"state '{request.name}' was kept for {saved.get('interval_ns')} ns bars, the input "
@@ -184,12 +188,33 @@ class LiveExecutor:
         intents = find_intents(self.audit.path)
         self.intents = set(intents)
         self.interval_ns = interval_ns
+        if self.store is not None:
+            self.store.start_tail()
         if self.venue is not None:
             # intents written after the last save may have reached the venue before a crash: asked for by cloid
             saved_seq = saved.get("audit_seq", 0) if saved else 0
             self._unresolved = [r for r in intents.values() if int(r.get("seq", 0)) > saved_seq]
             self.venue.prior_intents = set(intents)
             self._fresh = saved is None
+
+    def _rebuild(self, saved: dict | None) -> dict | None:
+        """The database's state when the state directory has none or an older one (a new machine, a lost disk)."""
+        db_state, db_seq = self.store.load()
+        if db_state is None or (saved is not None and db_seq <= saved.get("audit_seq", 0)):
+            return saved
+        self.store.restore_audit()
+        self.state_dir.save_state(self.request.name, db_state)
+        log.warning("executor '%s' rebuilt from the database (state after audit record %d)", self.request.name,
+                    db_seq)
+        return db_state
+
+    def record(self, orders: list[pa.Table] = (), fills: list[pa.Table] = (), equity: list[pa.Table] = ()) -> None:
+        """Commit the executor's record to the database (state, positions, these rows, new audit records)."""
+        if self.store is None:
+            return
+        state = self._state()
+        self.store.save(state, state["audit_seq"], self.request.venue, self.executor.positions(), list(orders),
+                        list(fills), list(equity))
 
     def start_venue(self) -> None:
         """Reconcile with the venue before the first signal (a real venue only)."""
@@ -215,23 +240,31 @@ class LiveExecutor:
         self.save()
         self._emit_venue(out)
 
-    def _emit_venue(self, out) -> None:  # noqa: ANN001 - VenueOutput
+    def _emit_venue(self, out, orders: list[pa.Table] = (), equity: list[pa.Table] = ()) -> None:  # noqa: ANN001
+        """A venue step's audit records and stream rows (out: VenueOutput), then the database record."""
         for kind, fields in out.audit:
             self.audit.append(kind, **_fields(fields) if "ts" in fields else fields)
         self.audit.sync()
         from varon_cli.execution.hyperliquid.streams import rows_table
 
+        tables = {}
         for sink, rows, kind in zip(self.sinks, (out.fills, out.orders), (FILLS, ORDERS)):
+            tables[kind.name] = rows_table(kind, rows) if rows else None
             if sink is not None and rows:
-                for part in rows_table(kind, rows).to_batches():
+                for part in tables[kind.name].to_batches():
                     sink.write(part)
+        self.record([*orders, *([tables["orders"]] if tables["orders"] is not None else [])],
+                    [tables["fills"]] if tables["fills"] is not None else [], list(equity))
 
-    def save(self) -> None:
+    def _state(self) -> dict:
         state = {"interval_ns": self.interval_ns, "audit_seq": self.audit.head[0], "venue": self.request.venue,
                  "executor": self.executor.state_dict()}
         if self.venue is not None:
             state["venue_state"] = self.venue.state_dict()
-        self.state_dir.save_state(self.request.name, state)
+        return state
+
+    def save(self) -> None:
+        self.state_dir.save_state(self.request.name, self._state())
 
     def handle(self, batch: pa.RecordBatch, sinks: list[Sink | None]) -> None:
         if self.venue is not None and batch.num_rows > 1:
@@ -253,6 +286,8 @@ class LiveExecutor:
             self.intents.add(event["cloid"])
         if new_intents:
             self.audit.sync()
+            if self.store is not None:
+                self.store.record_intents(new_intents)  # committed before the order is sent
             if os.environ.get(CRASH_HOOK):
                 os._exit(137)
         if self.venue is None:
@@ -260,6 +295,7 @@ class LiveExecutor:
             self.save()  # the send: the paper venue's book is this state
             self._audit_batch(batch, out)
             self._write(out, sinks)
+            self.record([out.orders], [out.fills], [out.equity])
             return
         sent = self.venue.submit(new_orders)  # the send, and the fills the venue answered with
         out = decided.output()
@@ -268,7 +304,7 @@ class LiveExecutor:
         # the kernel's "new" orders are replaced by what the venue did with them
         keep = pa.compute.not_equal(out.orders.column("status"), "new")
         self._write(ExecOutput(out.orders.filter(keep), out.fills, out.equity), sinks)
-        self._emit_venue(sent)
+        self._emit_venue(sent, [out.orders.filter(keep)], [out.equity])
 
     def _audit_batch(self, batch: pa.RecordBatch, out: ExecOutput) -> None:
         for row in batch.select(["ts", "bar_ts", "symbol", "strategy", "target", "leverage", "stop_loss",
@@ -305,6 +341,22 @@ class LiveExecutor:
             self.audit.append("fill" if event["event"] == "fill" else "order", **_fields(event))
         self.audit.sync()
         self._write(out, sinks)
+        self.record([out.orders], [out.fills])
+
+
+def _store(cfg: VaronConfig, name: str, state_dir: StateDir):  # noqa: ANN202 - ExecutorStore | None
+    """The executor's database record when db.dsn names PostgreSQL (the embedded default keeps the state dir)."""
+    if not cfg.db.dsn:
+        return None
+    from varon_cli.db.dsn import parse_dsn
+
+    dsn = parse_dsn(cfg.db.dsn)
+    if not dsn.is_postgres:
+        return None
+    from varon_cli.db.connect import policy_from
+    from varon_cli.execution.dbstore import ExecutorStore
+
+    return ExecutorStore(dsn, name, state_dir.audit_path(name), policy_from(cfg.db))
 
 
 def _fields(record: dict) -> dict:
@@ -336,7 +388,7 @@ def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
                 live.sinks = sinks
                 try:
                     live.start_venue()
-                    for batch in inputs.batches(on_idle=live.poll):
+                    for batch in track_executor(live, inputs.batches(on_idle=live.poll)):  # [status hook]
                         if consume_reset(state_dir.path, request.name):
                             live.executor.reset_breakers()
                             live.audit.append("reset", durable=True)
@@ -345,12 +397,18 @@ def run_execute(request: ExecuteRequest, cfg: VaronConfig) -> Executor:
                         live.poll()
                     live.finish()
                 except KillRequested as exc:
+                    alert("kill_switch", f"executor {request.name}: kill switch fired ({exc}); flattening and stopping")  # [status hook]
                     log.error("kill switch: %s; cancelling orders and flattening every position", exc)
                     live.kill(str(exc), sinks)
                     raise
                 finally:
                     live.audit.append("stop", equity=live.executor.equity, counts=dict(live.executor.counts),
                                       durable=True)
+                    if live.store is not None:
+                        try:
+                            live.record()
+                        finally:
+                            live.store.close()
     return live.executor
 
 

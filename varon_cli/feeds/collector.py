@@ -26,6 +26,7 @@ from varon_cli.feeds.session import LiveSession, SessionSettings
 from varon_cli.intervals import parse_duration
 from varon_cli.schemas import BOOK, FUNDING, TRADES
 from varon_cli.sinks import Sink
+from varon_cli.status.metrics import track_feed, track_sink  # [status hook]
 from varon_cli.streamio import STDIO, _format_of, open_output
 
 log = logging.getLogger("varon.collect")
@@ -162,7 +163,7 @@ def replay_capture(path: Path, speed: float | None, trades_out: str, book_out: s
     normaliser = make_normaliser(header.venue, header.feed, header.symbols, frozenset(header.channels),
                                  header.watermark_delay_ns)
     with feed_outputs(trades_out, book_out, funding_out) as outputs:
-        pipeline = FeedPipeline(normaliser, outputs.write)
+        pipeline = FeedPipeline(normaliser, track_feed(normaliser, outputs.write))  # [status hook]
         pace = _Pacer(speed)
         try:
             if speed is None:
@@ -222,6 +223,7 @@ def replay_trades(path: str, speed: float | None, trades_out: str, tick_s: float
 
     rows = 0
     with open_input(path, expect=(TRADES,)) as src, open_output(trades_out, TRADES.schema_with()) as dst:
+        dst = track_sink(dst)  # [status hook] rows out and lag of a replay for `varon status`
         origin: tuple[int, float] | None = None
         for item in src:
             if isinstance(item, Watermark):

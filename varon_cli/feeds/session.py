@@ -34,6 +34,7 @@ from websockets.asyncio.client import connect
 from varon_cli.errors import VaronError
 from varon_cli.feeds.base import Normaliser
 from varon_cli.feeds.pipeline import Emitted, FeedPipeline
+from varon_cli.status.metrics import feed_failed, track_feed  # [status hook]
 
 log = logging.getLogger("varon.collect")
 
@@ -130,7 +131,7 @@ class LiveSession:
         self.normaliser = normaliser
         self._periodic = periodic
         self.settings = settings
-        self._write = write
+        self._write = track_feed(normaliser, write, settings.watchdog_s)  # [status hook] counters, lag, feed-lost alerts
         self._buffer = OutputBuffer(settings.buffer_rows, self._buffer_full)
         self.pipeline = FeedPipeline(normaliser, self._emit, capture)
         self._capture = capture
@@ -166,6 +167,7 @@ class LiveSession:
             self._thread.join(timeout=10)
             self._drain()
         if self._failure is not None:
+            feed_failed(self._failure)  # [status hook] --on-alert: the collector gives up
             raise self._failure
 
     def _drain(self) -> None:
