@@ -13,6 +13,8 @@
 #   BACKFILL_VENUE    coinbase (default) or hyperliquid
 #   BACKFILL_SYMBOLS  default BTC-USD,ETH-USD
 #   BACKFILL_INTERVAL default 1m
+#   BACKFILL_URL      the venue's REST base URL (default: the venue's own)
+#   BACKFILL_MAX_RETRIES  retries per request before the job fails (default: collect backfill's)
 #   BACKFILL_DAYS     how far back each run reaches (default 3)
 #   BACKFILL_DATA     dataset root (default $VARON_HOME/data/backfill); one dataset per venue and interval
 set -euo pipefail
@@ -36,6 +38,9 @@ if ! flock -n 9; then
     exit 0
 fi
 
+url=()
+if [[ -n "${BACKFILL_URL:-}" ]]; then url=(--url "$BACKFILL_URL"); fi   # another REST base (a proxy, a test fake)
+if [[ -n "${BACKFILL_MAX_RETRIES:-}" ]]; then url+=(--max-retries "$BACKFILL_MAX_RETRIES"); fi
 varon collect backfill "$venue" --symbols "$symbols" --interval "$interval" --start "now-${days}d" \
-    -o "$dataset" --log-format json
+    "${url[@]}" -o "$dataset" --log-format json
 varon db load --dsn "$VARON_DB__DSN" -i "$dataset" --log-format json
