@@ -247,10 +247,10 @@ class LiveExecutor:
         self.audit.sync()
         from varon_cli.execution.hyperliquid.streams import rows_table
 
-        tables = {}
-        for sink, rows, kind in zip(self.sinks, (out.fills, out.orders), (FILLS, ORDERS)):
-            tables[kind.name] = rows_table(kind, rows) if rows else None
-            if sink is not None and rows:
+        tables = {kind.name: rows_table(kind, rows) if rows else None
+                  for rows, kind in ((out.fills, FILLS), (out.orders, ORDERS))}
+        for sink, kind in zip(self.sinks, (FILLS, ORDERS)):
+            if sink is not None and tables[kind.name] is not None:
                 for part in tables[kind.name].to_batches():
                     sink.write(part)
         self.record([*orders, *([tables["orders"]] if tables["orders"] is not None else [])],
