@@ -28,3 +28,32 @@ def plain_rows(batch) -> list[dict]:  # noqa: ANN001 - a RecordBatch or Table, o
         return []
     schema = pa.schema([f.with_type(pa.int64()) if pa.types.is_timestamp(f.type) else f for f in batch.schema])
     return batch.cast(schema).to_pylist()
+
+
+def migrated_database(prefix: str):  # noqa: ANN201 - a context manager yielding a PostgreSQL URL
+    """A new database on the test server ($VARON_TEST_PG), migrated, dropped on exit."""
+    import contextlib
+    import os
+    import uuid
+
+    import psycopg
+
+    from varon_cli.db.dsn import parse_dsn
+    from varon_cli.db.migrate import migrate
+
+    admin = os.environ.get("VARON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+    @contextlib.contextmanager
+    def database():  # noqa: ANN202
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = admin.rsplit("/", 1)[0] + "/" + name
+            migrate(parse_dsn(url))
+            yield url
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return database()

@@ -10,32 +10,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from helpers import migrated_database
 from fakes.coinbase_rest import FakeCoinbaseRest
-from varon_cli.db.dsn import parse_dsn
-from varon_cli.db.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[1]
-ADMIN = os.environ.get("VARON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def dsn() -> Iterator[str]:
-    name = f"varon_test_cron_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0] + "/" + name
-    migrate(parse_dsn(url))
-    yield url
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("varon_test_cron") as url:
+        yield url
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

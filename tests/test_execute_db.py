@@ -14,33 +14,24 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from varon_cli.db.dsn import parse_dsn
-from varon_cli.db.migrate import migrate
+from helpers import migrated_database
 from varon_cli.execution.audit import iter_records, verify
 
 REPO = Path(__file__).resolve().parents[1]
 VARON = [sys.executable, "-m", "commands.main"]
-ADMIN = os.environ.get("VARON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def dsn() -> Iterator[str]:
-    name = f"varon_test_execute_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0] + "/" + name
-    migrate(parse_dsn(url))
-    yield url
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database("varon_test_execute") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
