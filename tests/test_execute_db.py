@@ -128,3 +128,19 @@ def test_a_database_that_is_down_stops_the_executor_with_a_clear_error(signals_f
     err = done.stderr.decode()
     assert "unavailable after 2 attempts" in err.strip().splitlines()[-1]
     assert secret not in err
+
+
+def test_hyperliquid_fills_are_recorded_with_the_venues_ids_and_fees(dsn: str, tmp_path: Path) -> None:
+    from fakes.hyperliquid_venue import FakeHyperliquidVenue
+    from hl_support import AGENT, USER, run_execute, write_signals
+
+    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}) as fake:
+        done = run_execute(fake.url, tmp_path, tmp_path / "state", write_signals(tmp_path / "s.arrows", [
+            {"bar": 1, "target": 1.0}, {"bar": 2, "target": 0.5}]), "--name", "hl-db", VARON_DB__DSN=dsn)
+        assert done.returncode == 0, done.stderr.decode()
+        venue = {(str(f["oid"]), float(f["fee"])) for f in fake.fills(USER)}
+        held = fake.position("BTC")
+    stored = _query(dsn, "SELECT venue_order_id, fee FROM fills WHERE executor = %s", "hl-db")
+    assert {(oid, fee) for oid, fee in stored} == venue and len(stored) == 2
+    assert _query(dsn, "SELECT size FROM positions WHERE executor = %s", "hl-db") == [(pytest.approx(held),)]
+    assert len(_query(dsn, "SELECT cloid FROM order_intents WHERE executor = %s", "hl-db")) == 2
