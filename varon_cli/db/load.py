@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -152,14 +152,12 @@ def load_stream(dsn: Dsn, src: InputStream, spec: TableSpec, context: dict[str, 
     return stats
 
 
-class _Writer:
+class _Writer(Protocol):
     """Writes one prepared batch as one transaction and says how many rows it added."""
 
-    def write(self, table: pa.Table) -> int:
-        raise NotImplementedError
+    def write(self, table: pa.Table) -> int: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
 class _PgWriter(_Writer):
