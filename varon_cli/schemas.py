@@ -154,7 +154,7 @@ _ORDER_COLUMNS = [
     ("size", pa.float64(), "base size"),
     ("price", pa.float64(), "limit or fill price"),
     ("fee", pa.float64(), "fee paid in quote currency"),
-    ("status", pa.string(), "order or fill status"),
+    ("status", pa.string(), "new, open (resting on the venue), filled, rejected, cancelled; dry_run and unknown (no answer after retries) on a real venue"),
     ("reason", pa.string(), "why: entry, exit, stop_loss, take_profit, rejected: ..."),
     ("strategy", pa.string(), "strategy name"),
 ]
