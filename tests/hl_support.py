@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+import pytest
 
 from varon_cli.execution.audit import iter_records
 from varon_cli.schemas import FILLS, INTERVAL_KEY, ORDERS, SIGNALS
@@ -173,3 +174,13 @@ def open_by_hand(fake, size: float = 0.01) -> None:  # noqa: ANN001
     ex = Exchange(Account.from_key(AGENT_KEY), base_url=fake.url, account_address=USER)
     answer = ex.order("BTC", True, size, 60300.0, {"limit": {"tif": "Ioc"}})
     assert "filled" in answer["response"]["data"]["statuses"][0]
+
+
+@pytest.fixture
+def hyperliquid_fake():
+    """A fake venue for USER, traded by the AGENT key; it must end without a server-side error."""
+    from fakes.hyperliquid_venue import FakeHyperliquidVenue
+
+    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}) as venue:
+        yield venue
+        assert venue.errors == []

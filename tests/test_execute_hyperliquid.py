@@ -19,6 +19,7 @@ import pytest
 
 from fakes.hyperliquid_venue import FakeHyperliquidVenue
 from hl_support import (
+    hyperliquid_fake,
     AGENT, AGENT_KEY, REPO, USER, LiveExecutor, audit, execute_args, executor_position, fills, hl_env, iocs,
     open_by_hand, orders, run_execute, triggers, wait_until, write_signals,
 )
@@ -27,11 +28,7 @@ from varon_cli.execution.hyperliquid.rounding import valid_price
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def fake():
-    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}) as venue:
-        yield venue
-        assert venue.errors == []
+fake = hyperliquid_fake  # the fixture, under the name these tests use
 
 
 def test_an_entry_is_an_ioc_with_leverage_first_and_its_stop_right_after(fake, tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from fakes.hyperliquid_venue import FakeHyperliquidVenue
 from hl_support import (
-    AGENT, USER, LiveExecutor, audit, executor_position, fills, iocs, open_by_hand, orders, run_execute, saved_state,
+    hyperliquid_fake,
+    USER, LiveExecutor, audit, executor_position, fills, iocs, open_by_hand, orders, run_execute, saved_state,
     triggers, wait_until, write_signals,
 )
 from varon_cli.execution import kernel as K
@@ -34,11 +34,7 @@ from varon_cli.execution import kernel as K
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def fake():
-    with FakeHyperliquidVenue(user=USER, agents={AGENT: USER}) as venue:
-        yield venue
-        assert venue.errors == []
+fake = hyperliquid_fake  # the fixture, under the name these tests use
 
 
 def _protected_once(fake) -> None:  # noqa: ANN001
